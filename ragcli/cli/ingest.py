@@ -1,0 +1,85 @@
+"""`ragcli ingest`: turn .md and .docx files into the index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ragcli.cli._options import EmbedModelOpt, IndexDirOpt, JsonOpt, ModelsDirOpt, QuietOpt, TargetOpt, settings_from
+
+EPILOG = """Examples:
+
+  ragcli ingest sample_docs
+
+  ragcli ingest notes/ handbook.docx --splitter sentence --max-chunk-tokens 200
+
+  ragcli ingest sample_docs --rebuild --json > ingest.json
+"""
+
+
+def command(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (searched recursively) to ingest.", show_default=False)],
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Start a fresh index instead of updating the current one.")] = False,
+    splitter: Annotated[Optional[str], typer.Option("--splitter", help="semantic (embedding-based breakpoints) or sentence (fixed size). Env: RAGCLI_SPLITTER.", show_default=False)] = None,
+    buffer_size: Annotated[Optional[int], typer.Option("--buffer-size", min=0, max=10, help="Semantic splitter: sentences on each side compared at a breakpoint. Default 1.", show_default=False)] = None,
+    breakpoint_percentile: Annotated[Optional[float], typer.Option("--breakpoint-percentile", min=1, max=100, help="Semantic splitter: distance percentile that starts a new chunk. Default 95.", show_default=False)] = None,
+    max_chunk_tokens: Annotated[Optional[int], typer.Option("--max-chunk-tokens", min=16, help="Hard cap on a chunk's length in embedding-model tokens (longer chunks are split again, never truncated). Default 256.", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Texts per embedding batch. Default 32.", show_default=False)] = None,
+    index_type: Annotated[Optional[str], typer.Option("--index-type", help="flat (exact, default) or hnsw (approximate, for large corpora).", show_default=False)] = None,
+    encoding: Annotated[Optional[str], typer.Option("--encoding", help="Decode Markdown files that are not UTF-8 with this encoding (e.g. latin-1).", show_default=False)] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="If another ingest holds the index, wait for it instead of failing.")] = False,
+    embed_model: EmbedModelOpt = None,
+    models_dir: ModelsDirOpt = None,
+    index_dir: IndexDirOpt = None,
+    target: TargetOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Split, embed and index .md/.docx files (incremental; unchanged files are not re-embedded)."""
+    from ragcli.cli._output import err, out, print_json, progress_bar, warn
+    from ragcli.config import INDEX_TYPES, SPLITTERS, TARGETS
+    from ragcli.errors import UsageError
+    from ragcli.ingest import ingest
+
+    for name, value, choices in (("--splitter", splitter, SPLITTERS), ("--index-type", index_type, INDEX_TYPES),
+                                 ("--target", target, TARGETS)):
+        if value is not None and value not in choices:
+            raise UsageError(f"{name} {value!r} is not one of: {', '.join(choices)}.")
+    if encoding is not None:
+        import codecs
+
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows (try latin-1 or cp1252).") from None
+    settings = settings_from(splitter=splitter, buffer_size=buffer_size, breakpoint_percentile=breakpoint_percentile,
+                             max_chunk_tokens=max_chunk_tokens, embed_batch_size=batch_size, index_type=index_type,
+                             embed_model=embed_model, models_dir=models_dir, index_dir=index_dir, target=target)
+    with progress_bar(enabled=not quiet and not json_out) as progress:
+        report = ingest(paths, settings, rebuild=rebuild, wait=wait, encoding=encoding, progress=progress)
+    if json_out:
+        print_json(report.to_json())
+    else:
+        from rich.table import Table
+
+        for f in report.files:
+            if f.status == "failed":
+                err().print(f"[red]Failed:[/] {f.file}: {f.reason}", markup=True, highlight=False)
+            elif f.status == "skipped":
+                warn(f"skipped {f.file}: {f.reason}")
+        s = report.summary()
+        table = Table(title=f"Ingest into {report.index}", show_header=True)
+        for col in ("files", "added", "changed", "unchanged", "removed", "failed", "skipped", "chunks",
+                    "embedded", "tokens", "seconds"):
+            table.add_column(col, justify="right")
+        table.add_row(str(len([f for f in report.files if f.status != "removed"])), str(s["added"]), str(s["changed"]),
+                      str(s["unchanged"]), str(s["removed"]), str(s["failed"]), str(s["skipped"]),
+                      str(report.chunks_total), str(report.chunks_embedded), str(report.tokens), f"{report.seconds:.2f}")
+        out().print(table)
+        state = f"published {report.generation}" if report.published else f"unchanged, still {report.generation}"
+        out().print(f"Index {state}; embedding model {report.embed_model}.", highlight=False)
+    if report.failed:
+        err().print(f"[red]Error:[/] {len(report.failed)} file(s) failed; the others were indexed.", markup=True)
+        raise typer.Exit(1)

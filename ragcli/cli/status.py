@@ -1,0 +1,129 @@
+"""`ragcli status` and `ragcli index verify|rollback`: what is in the index and the models folder."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from ragcli.cli._options import IndexDirOpt, JsonOpt, ModelsDirOpt, settings_from
+
+EPILOG = """Examples:
+
+  ragcli status
+
+  ragcli status --verify --json
+"""
+
+index_app = typer.Typer(help="Check or repair the local index.", no_args_is_help=True)
+
+
+def index_summary(settings: Any, verify: bool) -> dict[str, Any]:
+    from ragcli.errors import IndexCorruptedError
+    from ragcli.registry import list_models
+    from ragcli.store import LocalIndex
+
+    store = LocalIndex(settings.index_dir)
+    info: dict[str, Any] = {"index_dir": str(settings.index_dir), "exists": False}
+    try:
+        gen = store.load(verify=verify) if store.exists() else None
+    except IndexCorruptedError as exc:
+        info.update(exists=True, ok=False, error=str(exc))
+        gen = None
+    if gen is not None:
+        m = gen.manifest
+        info.update(
+            exists=True, ok=True, generation=gen.name, generations=store.generations(),
+            files=len(gen.files), chunks=len(gen.chunks), embed_model=gen.embed.get("model"),
+            embed_revision=gen.embed.get("revision"), dimension=gen.embed.get("dim"),
+            index_type=m.get("faiss_index_type"), splitter=gen.splitter, size_bytes=gen.size_bytes(),
+            last_ingest=m.get("created_at"), ragcli_version=m.get("ragcli_version"), verified=verify,
+        )
+    models = list_models(settings.models_dir)
+    return {
+        "index": info,
+        "models_dir": str(settings.models_dir),
+        "models": {name: {"revision": e.get("revision"), "files": len(e.get("files") or {}),
+                          "bytes": sum((e.get("files") or {}).values()), "downloaded_at": e.get("downloaded_at")}
+                   for name, e in models.items()},
+        "configured": {"embed_model": settings.embed_model, "gen_model": settings.gen_model},
+    }
+
+
+def command(
+    verify: Annotated[bool, typer.Option("--verify", help="Also check every index file against its checksum.")] = False,
+    index_dir: IndexDirOpt = None,
+    models_dir: ModelsDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the index (generation, files, chunks, model, size, last ingest) and the downloaded models."""
+    from rich.table import Table
+
+    from ragcli.cli._output import out, print_json
+    from ragcli.errors import IndexCorruptedError
+
+    settings = settings_from(index_dir=index_dir, models_dir=models_dir)
+    data = index_summary(settings, verify)
+    if json_out:
+        print_json(data)
+    else:
+        console = out()
+        idx = data["index"]
+        if not idx["exists"]:
+            console.print(f"No index in {idx['index_dir']}. Run: ragcli ingest <paths>", highlight=False)
+        elif not idx.get("ok"):
+            console.print(f"[red]{idx['error']}[/]", markup=True, highlight=False)
+        else:
+            table = Table(title=f"Index {idx['index_dir']}", show_header=False)
+            for key in ("generation", "files", "chunks", "embed_model", "dimension", "index_type", "size_bytes",
+                        "last_ingest"):
+                table.add_row(key.replace("_", " "), str(idx[key]))
+            table.add_row("splitter", ", ".join(f"{k}={v}" for k, v in idx["splitter"].items()))
+            console.print(table)
+        models = Table(title=f"Models in {data['models_dir']}")
+        for col in ("model", "revision", "files", "MB", "role"):
+            models.add_column(col)
+        configured = data["configured"]
+        for name, m in data["models"].items():
+            role = "embedding" if name == configured["embed_model"] else "generator" if name == configured["gen_model"] else ""
+            models.add_row(name, str(m["revision"])[:12], str(m["files"]), f"{m['bytes'] / 1e6:.1f}", role)
+        console.print(models)
+    if data["index"]["exists"] and not data["index"].get("ok"):
+        raise IndexCorruptedError(data["index"]["error"])
+
+
+@index_app.command("verify")
+def verify_command(index_dir: IndexDirOpt = None, json_out: JsonOpt = False) -> None:
+    """Check every generation of the index against its manifest checksums."""
+    from ragcli.cli._output import out, print_json
+    from ragcli.errors import IndexCorruptedError, IndexNotFoundError
+    from ragcli.store import LocalIndex
+
+    settings = settings_from(index_dir=index_dir)
+    store = LocalIndex(settings.index_dir)
+    rows = store.verify()
+    if not rows:
+        raise IndexNotFoundError(f"No index in {settings.index_dir}. Run: ragcli ingest <paths>")
+    if json_out:
+        print_json({"index_dir": str(settings.index_dir), "generations": rows})
+    else:
+        for r in rows:
+            mark = "ok" if r["ok"] else "CORRUPTED"
+            cur = " (current)" if r["current"] else ""
+            out().print(f"{r['generation']}{cur}: {mark}" + (f" — {r['error']}" if r["error"] else ""), highlight=False)
+    current = [r for r in rows if r["current"]]
+    if not current or not current[0]["ok"]:
+        raise IndexCorruptedError(current[0]["error"] if current else f"CURRENT in {settings.index_dir} names no generation.")
+
+
+@index_app.command("rollback")
+def rollback_command(index_dir: IndexDirOpt = None) -> None:
+    """Go back to the previous generation of the index (after a bad ingest)."""
+    from ragcli.cli._output import out
+    from ragcli.store import LocalIndex
+
+    settings = settings_from(index_dir=index_dir)
+    store = LocalIndex(settings.index_dir)
+    with store.lock():
+        name = store.rollback()
+    out().print(f"Index rolled back to {name}.", highlight=False)

@@ -1,0 +1,105 @@
+"""One exception hierarchy for ragcli.
+
+Every error a user can cause or fix is a `RagcliError`. Its message is one line that says what went
+wrong (naming the file, model or value) and what to do next. The CLI boundary (`ragcli.cli.app.main`)
+is the only place that turns these into output and exit codes; library code only raises them.
+"""
+
+from __future__ import annotations
+
+# Exit codes, documented in the README.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_THRESHOLD = 3
+
+
+class RagcliError(Exception):
+    """Base class: an expected failure with a one-line, actionable message."""
+
+    exit_code: int = EXIT_ERROR
+
+
+class ConfigError(RagcliError):
+    """A setting (flag, environment variable or .env entry) has a bad value."""
+
+
+class UsageError(RagcliError):
+    """The command was called with options that cannot work together."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelNotFoundError(RagcliError):
+    """A model is neither a local directory nor downloaded into the models folder."""
+
+
+class ModelDownloadError(RagcliError):
+    """download-model could not fetch a model (offline, unknown repo, gated, interrupted)."""
+
+
+class ModelLoadError(RagcliError):
+    """A model folder exists but cannot be loaded (incomplete, unsupported architecture)."""
+
+
+class IndexNotFoundError(RagcliError):
+    """There is no index where one was expected."""
+
+
+class IndexCorruptedError(RagcliError):
+    """An index file is missing, truncated or does not match its recorded checksum."""
+
+
+class IndexModelMismatchError(RagcliError):
+    """The index was built with another embedding model (or dimension)."""
+
+
+class IndexLockedError(RagcliError):
+    """Another process is writing to the index."""
+
+
+class NoDocumentsError(RagcliError):
+    """The paths given to ingest hold no supported document."""
+
+
+class DocumentError(RagcliError):
+    """One input document cannot be read. Ingest reports it by name and goes on with the others."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class EmptyDocumentError(DocumentError):
+    """A document holds no text. It is skipped with a warning, not counted as a failure."""
+
+
+class QAFileError(RagcliError):
+    """A bench QA file is missing or has a bad line."""
+
+
+class BaselineError(RagcliError):
+    """A bench baseline report cannot be used (unreadable, or from another configuration)."""
+
+
+class BackendUnavailableError(RagcliError):
+    """An optional backend's packages are not installed."""
+
+
+class DatabricksError(RagcliError):
+    """The Databricks Vector Search target failed."""
+
+
+class DatabricksAuthError(DatabricksError):
+    """Databricks rejected or is missing credentials."""
+
+
+class PartialIngestError(RagcliError):
+    """Some documents failed; the good ones were indexed. Raised after the index is committed."""
+
+
+class ThresholdError(RagcliError):
+    """bench: one or more metrics fell below a --fail-under value or regressed against a baseline."""
+
+    exit_code = EXIT_THRESHOLD

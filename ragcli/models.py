@@ -1,0 +1,371 @@
+"""Loading the embedding model and the generator, offline, once per process.
+
+A model setting is a Hub repo id (found in the models folder through `ragcli.registry`, without any
+network call) or a local folder. Only `ragcli download-model` talks to the Hub.
+
+- The embedder is loaded with llama-index's `HuggingFaceEmbedding` (sentence-transformers underneath),
+  always from a local path, on the CPU, with normalised vectors. `Embedder` adds what ragcli needs on
+  top: the dimension, the token limit, exact token counts, and counters of how many texts were embedded
+  (so tests and bench can prove that unchanged files cost nothing).
+- The generator is chosen from the model's config: encoder-decoder models (flan-t5) load with
+  `AutoModelForSeq2SeqLM`, decoder-only ones with `AutoModelForCausalLM` (with the tokenizer's chat
+  template where it has one). transformers 5 has no text2text pipeline, so `generate` is called directly,
+  greedy by default, so answers are deterministic.
+
+torch, transformers and llama_index are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragcli.errors import ModelLoadError
+from ragcli.registry import ResolvedModel, resolve_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from ragcli.config import Settings
+
+# Query instructions published on the model cards of instruction-tuned embedders. Recorded in the index
+# manifest, so a change is noticed.
+_QUERY_INSTRUCTIONS = {
+    "baai/bge-small-en-v1.5": "Represent this sentence for searching relevant passages: ",
+    "baai/bge-base-en-v1.5": "Represent this sentence for searching relevant passages: ",
+    "baai/bge-large-en-v1.5": "Represent this sentence for searching relevant passages: ",
+    "baai/bge-small-en": "Represent this sentence for searching relevant passages: ",
+    "baai/bge-base-en": "Represent this sentence for searching relevant passages: ",
+}
+_E5_PREFIXES = ("query: ", "passage: ")
+
+_LOCK = threading.Lock()
+
+
+def instructions_for(model_name: str) -> tuple[str, str]:
+    """(query instruction, text instruction) for a model name or repo id."""
+    key = model_name.lower()
+    if key in _QUERY_INSTRUCTIONS:
+        return _QUERY_INSTRUCTIONS[key], ""
+    if "/e5-" in key or key.startswith("e5-") or "multilingual-e5" in key:
+        return _E5_PREFIXES
+    return "", ""
+
+
+@dataclass
+class Embedder:
+    """A loaded embedding model. Vectors are float32, L2-normalised, shape (n, dim)."""
+
+    model_id: str
+    revision: str
+    path: Path
+    dim: int
+    max_tokens: int
+    query_instruction: str
+    text_instruction: str
+    batch_size: int
+    _hf: Any = field(repr=False)
+    _tokenizer: Any = field(repr=False)
+    texts_embedded: int = 0
+    calls: int = 0
+
+    # -- token accounting ---------------------------------------------------------------------
+    def token_ids(self, text: str) -> list[int]:
+        """Token ids of `text` without special tokens (what counts against the chunk cap)."""
+        return list(self._tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.token_ids(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True))
+
+    @property
+    def chunk_token_limit(self) -> int:
+        """The most tokens a chunk may have so the encoder sees all of it (room for special tokens)."""
+        specials = len(self._tokenizer("", add_special_tokens=True)["input_ids"])
+        return max(8, self.max_tokens - specials - self._instruction_tokens())
+
+    def _instruction_tokens(self) -> int:
+        return self.count_tokens(self.text_instruction) if self.text_instruction else 0
+
+    # -- embedding ----------------------------------------------------------------------------
+    def embed_documents(self, texts: list[str], progress: Any = None) -> np.ndarray:
+        """Embed chunk texts in batches; `progress(done, total)` after each batch."""
+        import numpy as np
+
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            vectors = self._hf.get_text_embedding_batch(batch)
+            out[start : start + len(batch)] = np.asarray(vectors, dtype=np.float32)
+            self.texts_embedded += len(batch)
+            if progress is not None:
+                progress(start + len(batch), len(texts))
+        return _normalise(out)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        import numpy as np
+
+        self.calls += 1
+        self.texts_embedded += 1
+        vector = np.asarray(self._hf.get_query_embedding(text), dtype=np.float32)[None, :]
+        return _normalise(vector)[0]
+
+    def llama_embed_model(self) -> Any:
+        """This embedder as a llama-index `BaseEmbedding` (for the semantic splitter), counted like the rest."""
+        return _llama_adapter(self)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "model": self.model_id,
+            "revision": self.revision,
+            "dim": self.dim,
+            "max_tokens": self.max_tokens,
+            "normalize": True,
+            "query_instruction": self.query_instruction,
+            "text_instruction": self.text_instruction,
+        }
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (vectors / norms).astype(np.float32, copy=False)
+
+
+def _llama_adapter(embedder: Embedder) -> Any:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.bridge.pydantic import PrivateAttr
+
+    class _RagcliEmbedding(BaseEmbedding):
+        _owner: Any = PrivateAttr()
+
+        def __init__(self, owner: Embedder) -> None:
+            super().__init__(model_name=owner.model_id, embed_batch_size=owner.batch_size)
+            self._owner = owner
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return self._owner.embed_documents([text])[0].tolist()
+
+        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+            return self._owner.embed_documents(list(texts)).tolist()
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._owner.embed_query(query).tolist()
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._get_query_embedding(query)
+
+        async def _aget_text_embedding(self, text: str) -> list[float]:
+            return self._get_text_embedding(text)
+
+    return _RagcliEmbedding(embedder)
+
+
+def resolve(model: str, settings: Settings, role: str) -> ResolvedModel:
+    return resolve_model(model, settings.models_dir, role=role)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> Embedder:
+    _quiet_libraries()
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from transformers import AutoTokenizer
+
+    query_instruction, text_instruction = instructions_for(model_id)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        hf = HuggingFaceEmbedding(
+            model_name=path,
+            device="cpu",
+            normalize=True,
+            embed_batch_size=batch_size,
+            trust_remote_code=False,
+            query_instruction=query_instruction or None,
+            text_instruction=text_instruction or None,
+            local_files_only=True,
+        )
+        probe = hf.get_text_embedding("dimension probe")
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(
+            f"Cannot load the embedding model at {path}: {exc}. Re-download it with: ragcli download-model {model_id}"
+        ) from exc
+    max_tokens = int(hf.max_length or 512)
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < max_tokens:
+        max_tokens = model_max
+    return Embedder(
+        model_id=model_id,
+        revision=revision,
+        path=Path(path),
+        dim=len(probe),
+        max_tokens=max_tokens,
+        query_instruction=query_instruction,
+        text_instruction=text_instruction,
+        batch_size=batch_size,
+        _hf=hf,
+        _tokenizer=tokenizer,
+    )
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The configured embedding model, loaded once per process."""
+    resolved = resolve(settings.embed_model, settings, "embedding model")
+    with _LOCK:
+        return _load_embedder(str(resolved.path), settings.embed_model, resolved.revision, settings.embed_batch_size)
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+
+
+@dataclass
+class Generator:
+    """A loaded generator. `generate` is greedy unless told otherwise, so runs are reproducible."""
+
+    model_id: str
+    revision: str
+    path: Path
+    kind: str  # "seq2seq" or "causal"
+    max_input_tokens: int
+    _model: Any = field(repr=False)
+    _tokenizer: Any = field(repr=False)
+    chat_template: bool = False
+
+    def _render(self, prompt: str) -> str:
+        if self.kind == "causal" and self.chat_template:
+            return str(
+                self._tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+                )
+            )
+        return prompt
+
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens the model will see for `prompt` (chat template and special tokens included)."""
+        rendered = self._render(prompt)
+        special = self.kind == "seq2seq" or not self.chat_template
+        return len(self._tokenizer(rendered, add_special_tokens=special, verbose=False)["input_ids"])
+
+    def generate(self, prompt: str, max_new_tokens: int = 64) -> Generation:
+        import torch
+
+        rendered = self._render(prompt)
+        special = self.kind == "seq2seq" or not self.chat_template
+        enc = self._tokenizer(
+            rendered,
+            return_tensors="pt",
+            add_special_tokens=special,
+            truncation=True,
+            max_length=self.max_input_tokens,
+            verbose=False,
+        )
+        # Some tokenizers return token_type_ids, which generate() rejects for these models.
+        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        pad = self._tokenizer.pad_token_id
+        if pad is None:
+            pad = self._tokenizer.eos_token_id
+        with torch.inference_mode():
+            output = self._model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=pad,
+            )
+        prompt_len = int(inputs["input_ids"].shape[1])
+        ids = output[0] if self.kind == "seq2seq" else output[0][prompt_len:]
+        text = self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+        return Generation(text=text.strip(), prompt_tokens=prompt_len, new_tokens=int(len(ids)))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The first `max_tokens` generator tokens of `text`, as text."""
+        ids = self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return text
+        return str(self._tokenizer.decode(ids[: max(0, max_tokens)], skip_special_tokens=True)).strip()
+
+    def info(self) -> dict[str, Any]:
+        return {"model": self.model_id, "revision": self.revision, "kind": self.kind, "max_input_tokens": self.max_input_tokens}
+
+
+@functools.lru_cache(maxsize=2)
+def _load_generator(path: str, model_id: str, revision: str, max_new_tokens: int) -> Generator:
+    _quiet_libraries()
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        kind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+        cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+        model = cls.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(
+            f"Cannot load the generator at {path}: {str(exc).splitlines()[0]}. "
+            f"It must be a seq2seq or causal LM with safetensors weights; re-download with: "
+            f"ragcli download-model {model_id}"
+        ) from exc
+    model.eval()
+    limit = _input_limit(tokenizer, config)
+    if kind == "causal":
+        # The prompt and the answer share the causal model's window.
+        limit = max(16, limit - max_new_tokens)
+    return Generator(
+        model_id=model_id,
+        revision=revision,
+        path=Path(path),
+        kind=kind,
+        max_input_tokens=limit,
+        _model=model,
+        _tokenizer=tokenizer,
+        chat_template=bool(getattr(tokenizer, "chat_template", None)),
+    )
+
+
+def _input_limit(tokenizer: Any, config: Any) -> int:
+    candidates = []
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000:
+        candidates.append(model_max)
+    for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            candidates.append(value)
+    return min(candidates) if candidates else 512
+
+
+def load_generator(settings: Settings) -> Generator:
+    """The configured generator, loaded once per process."""
+    resolved = resolve(settings.gen_model, settings, "generator")
+    with _LOCK:
+        return _load_generator(str(resolved.path), settings.gen_model, resolved.revision, settings.max_new_tokens)
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (progress bars, advisory warnings) out of ragcli's output."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        from transformers.utils import logging as tlogging
+
+        tlogging.set_verbosity_error()
+        tlogging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+

@@ -1,0 +1,121 @@
+"""Splitting documents into chunks: semantic (llama-index's SemanticSplitterNodeParser) or plain
+sentences, always with a hard cap in the embedding model's tokens.
+
+The semantic splitter has no maximum chunk size, and the encoder silently truncates what is longer
+than its window, so the tail of a long chunk would never be retrievable. ragcli therefore re-splits
+every chunk above the cap with a sentence splitter that counts the embedder's own tokens, and, as a
+last resort for text without any usable boundary, cuts on token boundaries. Nothing is truncated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ragcli.config import Settings
+    from ragcli.models import Embedder
+
+
+@dataclass(frozen=True)
+class SplitterSettings:
+    """What decides the chunks of a file. Recorded in the index manifest; a change re-splits files."""
+
+    kind: str
+    buffer_size: int
+    breakpoint_percentile: float
+    max_chunk_tokens: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, embedder_limit: int | None = None) -> SplitterSettings:
+        cap = settings.max_chunk_tokens
+        if embedder_limit is not None:
+            cap = min(cap, embedder_limit)
+        semantic = settings.splitter == "semantic"
+        return cls(
+            kind=settings.splitter,
+            buffer_size=settings.buffer_size if semantic else 0,
+            breakpoint_percentile=settings.breakpoint_percentile if semantic else 0.0,
+            max_chunk_tokens=cap,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "buffer_size": self.buffer_size,
+            "breakpoint_percentile": self.breakpoint_percentile,
+            "max_chunk_tokens": self.max_chunk_tokens,
+        }
+
+
+@dataclass
+class SplitStats:
+    resplit: int = 0  # semantic chunks over the cap that were split again
+    hard_cuts: int = 0  # pieces cut on token boundaries (no sentence or word boundary fitted)
+
+
+class Splitter:
+    """Turns a document's text into chunk texts no longer than `settings.max_chunk_tokens` tokens."""
+
+    def __init__(self, settings: SplitterSettings, embedder: Embedder) -> None:
+        from llama_index.core.node_parser import SemanticSplitterNodeParser, SentenceSplitter
+
+        self.settings = settings
+        self.embedder = embedder
+        self.stats = SplitStats()
+        cap = settings.max_chunk_tokens
+        self._capper = SentenceSplitter(
+            chunk_size=cap,
+            chunk_overlap=min(cap // 8, 32) if settings.kind == "sentence" else 0,
+            tokenizer=embedder.token_ids,
+            include_metadata=False,
+            include_prev_next_rel=False,
+        )
+        self._semantic = None
+        if settings.kind == "semantic":
+            # Always pass the local embedder: from_defaults() would fall back to a hosted API otherwise.
+            self._semantic = SemanticSplitterNodeParser(
+                embed_model=embedder.llama_embed_model(),
+                buffer_size=settings.buffer_size,
+                breakpoint_percentile_threshold=settings.breakpoint_percentile,
+                include_metadata=False,
+                include_prev_next_rel=False,
+            )
+
+    def split(self, text: str) -> list[str]:
+        if self._semantic is None:
+            pieces = self._capper.split_text(text)
+        else:
+            from llama_index.core import Document
+
+            nodes = self._semantic.get_nodes_from_documents([Document(text=text)])
+            pieces = []
+            for node in nodes:
+                content = node.get_content()
+                if not content.strip():
+                    continue
+                if self.embedder.count_tokens(content) > self.settings.max_chunk_tokens:
+                    self.stats.resplit += 1
+                    pieces.extend(self._capper.split_text(content))
+                else:
+                    pieces.append(content)
+        chunks: list[str] = []
+        for piece in pieces:
+            piece = piece.strip()
+            if piece:
+                chunks.extend(self._enforce_cap(piece))
+        return chunks
+
+    def _enforce_cap(self, text: str) -> list[str]:
+        """Guarantee the cap: cut on token boundaries where no sentence or word boundary fitted."""
+        cap = self.settings.max_chunk_tokens
+        ids = self.embedder.token_ids(text)
+        if len(ids) <= cap:
+            return [text]
+        out = []
+        for start in range(0, len(ids), cap):
+            piece = self.embedder.decode(ids[start : start + cap]).strip()
+            if piece:
+                self.stats.hard_cuts += 1
+                out.append(piece)
+        return out
