@@ -117,6 +117,11 @@ def resolve_model(model: str, models_dir: Path, *, role: str = "model") -> Resol
             f"The {role} '{model}' is neither a folder nor a Hub repo id (like org/name). Check the value."
         )
     entry = read_lock(models_dir).get(model)
+    if entry is None and repo_folder(models_dir, model).is_dir():
+        raise ModelLoadError(
+            f"The {role} '{model}' in {models_dir} is incomplete (an interrupted download?). "
+            f"Run: ragcli download-model {model}"
+        )
     if entry is None:
         raise ModelNotFoundError(
             f"The {role} '{model}' is not in {models_dir}. Run: ragcli download-model {model}"
