@@ -1,0 +1,481 @@
+"""`bench`: retrieval quality per mode, answer quality with and without context, and speed.
+
+Quality numbers are deterministic (exact FAISS search, BM25, greedy decoding), so a CI job can gate on
+them. Speed is reported as ratios against raw baselines measured in the same run, on the same loaded
+model and index (performance.md §9): absolute seconds are there for people, ratios and counters are
+what a gate should use. The index is only read: bench never changes it (when it has to ingest, it does
+so into a temporary folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragcli import __version__
+from ragcli import metrics as M
+from ragcli.errors import BaselineError, QAFileError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ragcli.config import Settings
+
+Progress = Callable[[str, int, int], None]
+REPORT_FORMAT = 1
+# Metrics where lower is better (ratios, latencies, counters); every other metric: higher is better.
+LOWER_IS_BETTER_PREFIXES = ("ratio.", "latency.", "count.")
+
+
+@dataclass(frozen=True)
+class QARow:
+    line: int
+    id: str
+    question: str
+    answers: list[str]
+    sources: list[str]
+    evidence: list[str]
+
+
+def load_qa(path: Path) -> list[QARow]:
+    """Read and validate a QA file (JSON Lines). Every problem names the file and the line."""
+    if not path.is_file():
+        raise QAFileError(f"QA file {path} does not exist. Pass --qa with a JSON Lines file (see README, bench).")
+    rows: list[QARow] = []
+    seen: set[str] = set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise QAFileError(f"{path} is not UTF-8 text.") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise QAFileError(f"{where}: not valid JSON ({exc.args[0].split(':')[0]}).") from None
+        if not isinstance(obj, dict):
+            raise QAFileError(f"{where}: expected a JSON object with question, answers and sources.")
+        qid = obj.get("id", f"line{n}")
+        question = obj.get("question")
+        answers = obj.get("answers")
+        sources = obj.get("sources")
+        evidence = obj.get("evidence", [])
+        if not isinstance(question, str) or not question.strip():
+            raise QAFileError(f"{where}: missing or empty \"question\".")
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise QAFileError(f"{where}: \"answers\" must be a non-empty list of strings.")
+        if not isinstance(sources, list) or not sources or not all(isinstance(s, str) and s.strip() for s in sources):
+            raise QAFileError(f"{where}: \"sources\" must be a non-empty list of file paths relative to the corpus root.")
+        if not isinstance(evidence, list) or not all(isinstance(e, str) for e in evidence):
+            raise QAFileError(f"{where}: \"evidence\" must be a list of strings.")
+        if not isinstance(qid, (str, int)) or str(qid) in seen:
+            raise QAFileError(f"{where}: id {qid!r} is missing or repeated.")
+        seen.add(str(qid))
+        rows.append(QARow(n, str(qid), question.strip(), answers, [s.strip().replace("\\", "/") for s in sources],
+                          evidence))
+    if not rows:
+        raise QAFileError(f"{path} holds no questions.")
+    return rows
+
+
+def sha256_path(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _timed_pairs(a: Callable[[], Any], b: Callable[[], Any], pairs: int) -> dict[str, Any]:
+    """Run a (numerator) and b (baseline) alternately after a warm-up pair; ratio per pair."""
+    a(), b()
+    ratios, ta, tb = [], [], []
+    for _ in range(pairs):
+        t = time.perf_counter()
+        a()
+        x = time.perf_counter() - t
+        t = time.perf_counter()
+        b()
+        y = time.perf_counter() - t
+        ta.append(x)
+        tb.append(y)
+        ratios.append(x / y if y > 0 else float("inf"))
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    return {"median": round(statistics.median(ratios), 4), "iqr": [round(q[0], 4), round(q[2], 4)],
+            "pairs": pairs, "seconds": round(statistics.median(ta), 6), "baseline_seconds": round(statistics.median(tb), 6)}
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def bench(
+    settings: Settings,
+    *,
+    qa_path: Path,
+    corpus: list[Path] | None = None,
+    modes: tuple[str, ...] = ("dense", "bm25", "hybrid"),
+    k: int | None = None,
+    answers: bool = True,
+    answer_mode: str = "dense",
+    pairs: int = 5,
+    startup: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and return the report (a JSON-able dict). Never changes the configured index."""
+    from ragcli.models import load_embedder, load_generator
+    from ragcli.store import LocalIndex
+
+    k = k or settings.top_k
+    qa = load_qa(qa_path)
+    report: dict[str, Any] = {"format": REPORT_FORMAT, "ragcli_version": __version__, "qa_file": str(qa_path),
+                              "questions": len(qa), "k": k, "target": settings.target}
+    timings: dict[str, Any] = {}
+    t = time.perf_counter()
+    embedder = load_embedder(settings) if any(m in ("dense", "hybrid") for m in modes) or corpus or \
+        settings.target == "databricks" else None
+    timings["load_embedder_s"] = round(time.perf_counter() - t, 4)
+
+    tmp_dir = None
+    if corpus is None and settings.target == "local" and not LocalIndex(settings.index_dir).exists():
+        corpus = [qa_path.parent]
+    if corpus:
+        if settings.target == "local":
+            tmp_dir = tempfile.TemporaryDirectory(prefix="ragcli-bench-")
+            settings = settings.replace(index_dir=Path(tmp_dir.name) / "index")
+        report["ingest"] = _bench_ingest(corpus, settings, embedder, pairs=pairs, progress=progress)
+    try:
+        retriever = _open(settings, embedder)
+        index_files = set(getattr(retriever.generation, "files", {}) or {})
+        if index_files:
+            unknown = [(r.line, s) for r in qa for s in r.sources if s not in index_files]
+            if unknown:
+                line, src = unknown[0]
+                raise QAFileError(f"{qa_path}:{line}: source {src!r} is not a file of the index "
+                                  f"({len(unknown)} such label(s)); sources are paths relative to the ingested folder.")
+        report["index"] = {"generation": getattr(retriever.generation, "name", None),
+                           "chunks": len(getattr(retriever.generation, "chunks", []) or []),
+                           "files": len(index_files), "corpus_sha256": retriever.generation.manifest.get("corpus_sha256"),
+                           "splitter": retriever.generation.manifest.get("splitter"),
+                           "embed": retriever.generation.manifest.get("embed")}
+        report["retrieval"] = {}
+        for mode in modes:
+            report["retrieval"][mode] = _bench_retrieval(qa, retriever, mode, k, settings, progress)
+        if embedder is not None and "dense" in modes and settings.target == "local":
+            report["retrieval_over_raw"] = _retrieval_ratio(qa, retriever, embedder, k, pairs * 4)
+        if answers:
+            t = time.perf_counter()
+            generator = load_generator(settings)
+            timings["load_generator_s"] = round(time.perf_counter() - t, 4)
+            report["answers"] = _bench_answers(qa, retriever, generator, answer_mode, k, settings, progress)
+    finally:
+        if tmp_dir is not None:
+            tmp_dir.cleanup()
+    if startup:
+        report["startup"] = _startup_ratio(pairs=max(3, pairs // 2))
+    report["timings"] = timings
+    report["memory"] = {"peak_rss_mb": _peak_rss_mb()}
+    report["fingerprint"] = fingerprint(settings, qa_path, report, modes, answer_mode)
+    report["metrics"] = flat_metrics(report)
+    return report
+
+
+def _open(settings: Settings, embedder: Any) -> Any:
+    if settings.target == "databricks":
+        from ragcli.backends.databricks import open_databricks_retriever
+
+        return open_databricks_retriever(settings, embedder=embedder)
+    from ragcli.query import Retriever, check_index_model
+    from ragcli.store import LocalIndex
+
+    generation = LocalIndex(settings.index_dir).load()
+    if embedder is not None:
+        check_index_model(generation, settings)
+    return Retriever(generation, embedder)
+
+
+def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *, pairs: int,
+                  progress: Progress | None) -> dict[str, Any]:
+    from ragcli.ingest import ingest
+
+    before = embedder.texts_embedded
+    t = time.perf_counter()
+    first = ingest(corpus, settings, rebuild=True, embedder=embedder, progress=progress)
+    seconds = time.perf_counter() - t
+    embedded_first = embedder.texts_embedded - before
+    # Baseline: one encode of the same final chunk texts with the same loaded model.
+    from ragcli.store import LocalIndex
+
+    texts = [c.text for c in LocalIndex(settings.index_dir).load().chunks] if settings.target == "local" else []
+    t = time.perf_counter()
+    if texts:
+        embedder.embed_documents(texts)
+    encode_s = time.perf_counter() - t
+    before = embedder.texts_embedded
+    t = time.perf_counter()
+    again = ingest(corpus, settings, embedder=embedder)
+    reingest_s = time.perf_counter() - t
+    out = {
+        "files": len([f for f in first.files if f.status in ("added", "changed")]),
+        "failed": len(first.failed),
+        "chunks": first.chunks_total,
+        "tokens": first.tokens,
+        "seconds": round(seconds, 4),
+        "files_per_s": round(len(first.files) / seconds, 3) if seconds else None,
+        "chunks_per_s": round(first.chunks_total / seconds, 3) if seconds else None,
+        "tokens_per_s": round(first.tokens / seconds, 3) if seconds else None,
+        "texts_embedded": embedded_first,
+        "embedded_tokens_over_chunk_tokens": None,
+        "encode_seconds": round(encode_s, 4),
+        "ingest_over_encode": round(seconds / encode_s, 4) if encode_s else None,
+        "reingest_seconds": round(reingest_s, 4),
+        "reingest_over_ingest": round(reingest_s / seconds, 4) if seconds else None,
+        "reingest_texts_embedded": embedder.texts_embedded - before,
+        "resplit_chunks": first.resplit_chunks,
+        "hard_cuts": first.hard_cuts,
+    }
+    if first.chunks_total:
+        out["texts_embedded_over_chunks"] = round(embedded_first / first.chunks_total, 3)
+    return out
+
+
+def _bench_retrieval(qa: list[QARow], retriever: Any, mode: str, k: int, settings: Settings,
+                     progress: Progress | None) -> dict[str, Any]:
+    per_q, stage_samples = [], {}
+    values: dict[str, list[float]] = {"hit_rate": [], "recall": [], "mrr": [], "ndcg": [], "evidence_hit": []}
+    for n, row in enumerate(qa, 1):
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        hits = retriever.search(row.question, k, mode, fusion=settings.fusion, alpha=settings.hybrid_alpha,
+                                timings=timings)
+        timings["total"] = time.perf_counter() - t
+        for stage, secs in timings.items():
+            stage_samples.setdefault(stage, []).append(secs * 1000)
+        files = [h.file for h in hits]
+        relevant = set(row.sources)
+        scores = {"hit_rate": M.hit_rate_at_k(files, relevant, k), "recall": M.recall_at_k(files, relevant, k),
+                  "mrr": M.mrr_at_k(files, relevant, k), "ndcg": M.ndcg_at_k(files, relevant, k)}
+        if row.evidence:
+            texts = [_norm(h.text) for h in hits]
+            scores["evidence_hit"] = float(any(_norm(e) in t for e in row.evidence for t in texts))
+        for key, v in scores.items():
+            values[key].append(v)
+        per_q.append({"id": row.id, "retrieved": files, **scores})
+        if progress:
+            progress(f"retrieve {mode}", n, len(qa))
+    out = {name: round(M.mean(v), 4) for name, v in values.items() if v}
+    out["latency_ms"] = {stage: {k2: round(v, 3) for k2, v in M.percentiles(s).items()}
+                         for stage, s in stage_samples.items()}
+    out["per_question"] = per_q
+    return out
+
+
+def _retrieval_ratio(qa: list[QARow], retriever: Any, embedder: Any, k: int, pairs: int) -> dict[str, Any]:
+    """ragcli's dense retrieval vs one raw encode + one raw FAISS search, same model, index and k."""
+    import numpy as np
+
+    index = retriever.generation.faiss_index()
+    hf = embedder._hf  # the loaded llama-index/sentence-transformers model, used raw
+    questions = [r.question for r in qa]
+    state = {"i": 0}
+
+    def ours() -> None:
+        retriever.search(questions[state["i"] % len(questions)], k, "dense")
+
+    def raw() -> None:
+        q = questions[state["i"] % len(questions)]
+        state["i"] += 1
+        v = np.asarray(hf.get_query_embedding(q), dtype=np.float32)[None, :]
+        index.search(v, min(k, max(1, index.ntotal)))
+
+    return _timed_pairs(ours, raw, pairs)
+
+
+def _bench_answers(qa: list[QARow], retriever: Any, generator: Any, mode: str, k: int, settings: Settings,
+                   progress: Progress | None) -> dict[str, Any]:
+    from ragcli.query import bare_prompt, build_prompt
+
+    ctx_scores: dict[str, list[float]] = {"exact_match": [], "token_f1": [], "contained": []}
+    bare_scores: dict[str, list[float]] = {"exact_match": [], "token_f1": [], "contained": []}
+    gen_ctx, gen_bare, per_q = [], [], []
+    changed = left_out = truncated = 0
+    for n, row in enumerate(qa, 1):
+        hits = retriever.search(row.question, k, mode, fusion=settings.fusion, alpha=settings.hybrid_alpha)
+        plan = build_prompt(row.question, hits, generator)
+        left_out += plan.left_out
+        truncated += int(plan.truncated)
+        t = time.perf_counter()
+        with_ctx = generator.generate(plan.prompt, settings.max_new_tokens).text
+        gen_ctx.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        without = generator.generate(bare_prompt(row.question), settings.max_new_tokens).text
+        gen_bare.append((time.perf_counter() - t) * 1000)
+        for scores, text in ((ctx_scores, with_ctx), (bare_scores, without)):
+            scores["exact_match"].append(M.exact_match(text, row.answers))
+            scores["token_f1"].append(M.token_f1(text, row.answers))
+            scores["contained"].append(M.answer_contained(text, row.answers))
+        changed += int(M.normalize_answer(with_ctx) != M.normalize_answer(without))
+        per_q.append({"id": row.id, "with_context": with_ctx, "without_context": without})
+        if progress:
+            progress("answers", n, len(qa))
+    return {
+        "retrieval_mode": mode,
+        "with_context": {k2: round(M.mean(v), 4) for k2, v in ctx_scores.items()},
+        "without_context": {k2: round(M.mean(v), 4) for k2, v in bare_scores.items()},
+        "changed_by_context": changed,
+        "passages_left_out": left_out,
+        "prompts_truncated": truncated,
+        "latency_ms": {"generate_context": M.percentiles(gen_ctx), "generate_bare": M.percentiles(gen_bare)},
+        "per_question": per_q,
+    }
+
+
+def _startup_ratio(pairs: int) -> dict[str, Any]:
+    """`ragcli --help` in a fresh process vs a minimal Typer app with one command, also fresh."""
+    import subprocess
+
+    minimal = ("import typer\napp = typer.Typer()\n@app.command()\ndef hello(name: str = 'x') -> None:\n"
+               "    '''Say hello.'''\napp(['--help'], standalone_mode=False)\n")
+    env = dict(os.environ, NO_COLOR="1")
+
+    def ours() -> None:
+        subprocess.run([sys.executable, "-m", "ragcli", "--help"], capture_output=True, env=env, check=True)
+
+    def typer_only() -> None:
+        subprocess.run([sys.executable, "-c", minimal], capture_output=True, env=env, check=True)
+
+    return {"help_over_typer": _timed_pairs(ours, typer_only, pairs)}
+
+
+def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes: tuple[str, ...],
+                answer_mode: str) -> dict[str, Any]:
+    """Everything needed to reproduce the run (no secrets)."""
+    from ragcli.ingest import _library_versions
+
+    index = report.get("index", {})
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        threads = None
+    return {
+        "embed_model": settings.embed_model,
+        "embed_revision": (index.get("embed") or {}).get("revision"),
+        "gen_model": settings.gen_model,
+        "splitter": index.get("splitter"),
+        "retrieval": {"k": report["k"], "modes": list(modes), "fusion": settings.fusion, "alpha": settings.hybrid_alpha,
+                      "answer_mode": answer_mode, "max_new_tokens": settings.max_new_tokens},
+        "index_type": settings.index_type,
+        "corpus_sha256": index.get("corpus_sha256"),
+        "qa_sha256": sha256_path(qa_path),
+        "target": settings.target,
+        "ragcli_version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "libraries": _library_versions(),
+    }
+
+
+def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The report's gateable numbers under flat names, e.g. `dense.mrr`, `answers.context.token_f1`,
+    `ratio.ingest_over_encode`, `count.reingest_texts_embedded`."""
+    out: dict[str, float] = {}
+    for mode, r in report.get("retrieval", {}).items():
+        for name in ("hit_rate", "recall", "mrr", "ndcg", "evidence_hit"):
+            if name in r:
+                out[f"{mode}.{name}"] = r[name]
+        total = r.get("latency_ms", {}).get("total", {})
+        for p, v in total.items():
+            out[f"latency.{mode}.{p}_ms"] = v
+    a = report.get("answers")
+    if a:
+        for side, key in (("with_context", "context"), ("without_context", "bare")):
+            for name, v in a[side].items():
+                out[f"answers.{key}.{name}"] = v
+        out["answers.changed_by_context"] = a["changed_by_context"]
+    ing = report.get("ingest")
+    if ing:
+        for name in ("ingest_over_encode", "reingest_over_ingest"):
+            if ing.get(name) is not None:
+                out[f"ratio.{name}"] = ing[name]
+        out["count.reingest_texts_embedded"] = ing["reingest_texts_embedded"]
+    if "retrieval_over_raw" in report:
+        out["ratio.retrieval_over_raw"] = report["retrieval_over_raw"]["median"]
+    if "startup" in report:
+        out["ratio.help_over_typer"] = report["startup"]["help_over_typer"]["median"]
+    return out
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.startswith(LOWER_IS_BETTER_PREFIXES)
+
+
+def parse_threshold(spec: str) -> tuple[str, float]:
+    from ragcli.errors import UsageError
+
+    name, sep, value = spec.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise UsageError(f"Threshold {spec!r} must look like METRIC=VALUE, e.g. dense.mrr=0.5.") from None
+
+
+def check_gates(report: dict[str, Any], *, fail_under: list[tuple[str, float]] = (),
+                fail_over: list[tuple[str, float]] = (), baseline: dict[str, Any] | None = None,
+                tolerance: float = 0.02) -> list[str]:
+    """Every failed gate, as one readable line each (empty: all passed)."""
+    metrics = report["metrics"]
+    failures = []
+    for name, limit in fail_under:
+        if name not in metrics:
+            failures.append(f"{name}: no such metric (known: {', '.join(sorted(metrics))})")
+        elif metrics[name] < limit:
+            failures.append(f"{name} = {metrics[name]} < {limit}")
+    for name, limit in fail_over:
+        if name not in metrics:
+            failures.append(f"{name}: no such metric (known: {', '.join(sorted(metrics))})")
+        elif metrics[name] > limit:
+            failures.append(f"{name} = {metrics[name]} > {limit}")
+    if baseline is not None:
+        for name, old in sorted(baseline.get("metrics", {}).items()):
+            if name not in metrics or lower_is_better(name):
+                continue  # timings are too noisy to compare across runs: gate them with --fail-over
+            if metrics[name] < old - tolerance:
+                failures.append(f"{name} = {metrics[name]} regressed from {old} (tolerance {tolerance})")
+    return failures
+
+
+def load_baseline(path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """A previous report to compare with. Refused if it measured other questions or another corpus."""
+    try:
+        base = json.loads(path.read_text(encoding="utf-8"))
+        fp = base["fingerprint"]
+        base["metrics"]
+    except FileNotFoundError:
+        raise BaselineError(f"Baseline {path} does not exist. Write one with: ragcli bench --json {path}") from None
+    except (ValueError, KeyError, TypeError):
+        raise BaselineError(f"Baseline {path} is not a ragcli bench report.") from None
+    mine = report["fingerprint"]
+    for key, what in (("qa_sha256", "QA file"), ("corpus_sha256", "corpus")):
+        if fp.get(key) != mine.get(key):
+            raise BaselineError(f"Baseline {path} was measured on another {what}; comparing would mislead. "
+                                "Re-run the baseline on the same inputs.")
+    return base

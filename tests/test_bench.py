@@ -1,0 +1,211 @@
+"""ragcli bench: QA validation, gates, and the report end to end on sample_docs with the tiny models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from ragcli.bench import check_gates, load_baseline, load_qa, parse_threshold
+from ragcli.errors import BaselineError, QAFileError, UsageError
+
+GOOD = {"id": "q1", "question": "What?", "answers": ["x"], "sources": ["a.md"], "evidence": ["x is so."]}
+
+
+def _qa(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("line", "fragment"), [
+    ("{not json", "not valid JSON"),
+    ('["a list"]', "expected a JSON object"),
+    (json.dumps({**GOOD, "question": ""}), "missing or empty \"question\""),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "question"}), "missing or empty \"question\""),
+    (json.dumps({**GOOD, "answers": []}), "\"answers\" must be"),
+    (json.dumps({**GOOD, "sources": "a.md"}), "\"sources\" must be"),
+    (json.dumps({**GOOD, "evidence": "text"}), "\"evidence\" must be"),
+    (json.dumps(GOOD), "repeated"),
+])
+def test_bad_qa_line_is_named(tmp_path, line, fragment):
+    path = _qa(tmp_path, json.dumps(GOOD), "", line)
+    with pytest.raises(QAFileError) as info:
+        load_qa(path)
+    assert f"{path}:3" in str(info.value) and fragment in str(info.value)
+
+
+def test_empty_or_missing_qa_file(tmp_path):
+    with pytest.raises(QAFileError, match="holds no questions"):
+        load_qa(_qa(tmp_path, "", "  "))
+    with pytest.raises(QAFileError, match="does not exist"):
+        load_qa(tmp_path / "nope.jsonl")
+
+
+def test_qa_rows_are_parsed(tmp_path):
+    rows = load_qa(_qa(tmp_path, json.dumps(GOOD), json.dumps({**GOOD, "id": "q2", "sources": ["sub\\b.md"]})))
+    assert [r.id for r in rows] == ["q1", "q2"] and rows[1].sources == ["sub/b.md"] and rows[0].line == 1
+
+
+def test_thresholds_parse():
+    assert parse_threshold("dense.mrr=0.5") == ("dense.mrr", 0.5)
+    for bad in ("dense.mrr", "=1", "dense.mrr=high"):
+        with pytest.raises(UsageError):
+            parse_threshold(bad)
+
+
+def _report(**metrics):
+    return {"metrics": metrics, "fingerprint": {"qa_sha256": "q", "corpus_sha256": "c"}}
+
+
+def test_gates():
+    report = _report(**{"dense.mrr": 0.5, "ratio.retrieval_over_raw": 1.3, "answers.context.token_f1": 0.2})
+    assert check_gates(report, fail_under=[("dense.mrr", 0.5)]) == []
+    failed = check_gates(report, fail_under=[("dense.mrr", 0.6), ("bm25.mrr", 0.1)],
+                         fail_over=[("ratio.retrieval_over_raw", 1.2)])
+    assert len(failed) == 3
+    assert failed[0] == "dense.mrr = 0.5 < 0.6"
+    assert failed[1].startswith("bm25.mrr: no such metric")
+    assert failed[2] == "ratio.retrieval_over_raw = 1.3 > 1.2"
+    base = _report(**{"dense.mrr": 0.53, "ratio.retrieval_over_raw": 0.5, "answers.context.token_f1": 0.3})
+    regressions = check_gates(report, baseline=base, tolerance=0.05)
+    # 0.5 is within 0.05 of 0.53; 0.2 is not within 0.05 of 0.3; timing ratios are never compared to a baseline.
+    assert regressions == ["answers.context.token_f1 = 0.2 regressed from 0.3 (tolerance 0.05)"]
+
+
+def test_baseline_from_other_inputs_is_refused(tmp_path):
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps({"metrics": {}, "fingerprint": {"qa_sha256": "other", "corpus_sha256": "c"}}))
+    with pytest.raises(BaselineError, match="another QA file"):
+        load_baseline(path, _report())
+    with pytest.raises(BaselineError, match="does not exist"):
+        load_baseline(tmp_path / "missing.json", _report())
+    (tmp_path / "junk.json").write_text("[1]")
+    with pytest.raises(BaselineError, match="not a ragcli bench report"):
+        load_baseline(tmp_path / "junk.json", _report())
+
+
+# -- end to end -----------------------------------------------------------------------------------
+
+def _tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "LOCK":
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def bench_report(models_dir, tmp_path_factory):
+    """One full bench run (ingest, three modes, answers) shared by the tests of this module."""
+    import shutil
+
+    from conftest import EMBED, GEN, SAMPLE_DOCS
+    from typer.testing import CliRunner
+
+    from ragcli.cli.app import app
+
+    root = tmp_path_factory.mktemp("bench")
+    docs = root / "docs"
+    shutil.copytree(SAMPLE_DOCS, docs)
+    out = root / "report.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for var, value in {"RAGCLI_MODELS_DIR": str(models_dir), "RAGCLI_EMBED_MODEL": EMBED, "RAGCLI_GEN_MODEL": GEN,
+                           "RAGCLI_MAX_NEW_TOKENS": "8", "NO_COLOR": "1", "COLUMNS": "200"}.items():
+            mp.setenv(var, value)
+        result = CliRunner().invoke(app, ["bench", "--qa", str(docs / "qa.jsonl"), "--corpus", str(docs), "--json",
+                                          str(out), "--pairs", "1", "--no-startup", "--quiet",
+                                          "--fail-under", "bm25.hit_rate=0.7"])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text()), result
+
+
+@pytest.mark.slow
+def test_bench_report_shape(bench_report):
+    from conftest import SAMPLE_DOCS as docs
+
+    report, result = bench_report
+    assert report["questions"] == sum(1 for line in (docs / "qa.jsonl").read_text().splitlines() if line.strip())
+    assert set(report["retrieval"]) == {"dense", "bm25", "hybrid"}
+    for mode, r in report["retrieval"].items():
+        for name in ("hit_rate", "recall", "mrr", "ndcg", "evidence_hit"):
+            assert 0.0 <= r[name] <= 1.0
+            assert report["metrics"][f"{mode}.{name}"] == r[name]
+        assert r["latency_ms"]["total"]["p50"] <= r["latency_ms"]["total"]["p99"]
+        assert len(r["per_question"]) == report["questions"]
+    assert set(report["retrieval"]["dense"]["latency_ms"]) >= {"embed_question", "search_dense", "total"}
+    assert set(report["retrieval"]["hybrid"]["latency_ms"]) >= {"search_bm25", "fuse"}
+    answers = report["answers"]
+    for side in ("with_context", "without_context"):
+        assert set(answers[side]) == {"exact_match", "token_f1", "contained"}
+    assert 0 <= answers["changed_by_context"] <= report["questions"]
+    assert set(answers["latency_ms"]) == {"generate_context", "generate_bare"}
+    ingest = report["ingest"]
+    assert ingest["chunks"] > 0 and ingest["chunks_per_s"] > 0 and ingest["encode_seconds"] > 0
+    assert ingest["reingest_texts_embedded"] == 0 and report["metrics"]["count.reingest_texts_embedded"] == 0
+    assert report["retrieval_over_raw"]["pairs"] == 4
+    fp = report["fingerprint"]
+    for key in ("embed_model", "embed_revision", "gen_model", "splitter", "retrieval", "corpus_sha256", "qa_sha256",
+                "ragcli_version", "python", "platform", "libraries"):
+        assert fp[key] is not None
+    assert report["memory"]["peak_rss_mb"] > 0
+    assert report["gates"] == {"failed": [], "passed": True}
+    assert "Retrieval on" in result.stdout and "Speed" in result.stdout
+
+
+@pytest.mark.slow
+def test_bm25_retrieval_quality_on_sample_docs(bench_report):
+    # BM25 does not depend on the random tiny encoder: it is a real quality check of chunking + retrieval.
+    report, _ = bench_report
+    assert report["retrieval"]["bm25"]["hit_rate"] >= 0.75
+    assert report["retrieval"]["bm25"]["mrr"] >= 0.6
+
+
+@pytest.mark.slow
+def test_bench_is_deterministic_gates_and_never_changes_the_index(cli, model_env, bench_report, docs, tmp_path,
+                                                                  monkeypatch):
+    report, _ = bench_report
+    monkeypatch.setenv("RAGCLI_MAX_NEW_TOKENS", "8")
+    # An existing index is only read.
+    assert cli("ingest", docs, "--quiet").exit_code == 0
+    index = Path("ragcli-index")
+    before = _tree_hash(index)
+    out = tmp_path / "again.json"
+    args = ["bench", "--qa", docs / "qa.jsonl", "--json", out, "--pairs", "1", "--no-startup", "--quiet",
+            "--modes", "dense,bm25"]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    assert _tree_hash(index) == before
+    again = json.loads(out.read_text())
+    assert "ingest" not in again
+    for name in ("dense.hit_rate", "dense.mrr", "bm25.ndcg", "answers.context.token_f1", "answers.bare.exact_match"):
+        assert again["metrics"][name] == report["metrics"][name]
+    # --fail-under turns a shortfall into exit 3, naming every failed metric.
+    failed = cli(*args, "--no-answers", "--fail-under", "bm25.hit_rate=1.01", "--fail-under", "dense.mrr=1.01")
+    assert failed.exit_code == 3
+    assert "bm25.hit_rate" in failed.stderr and "dense.mrr" in failed.stderr
+    # --baseline: a baseline better than this run is a regression.
+    better = dict(again, metrics={**again["metrics"], "bm25.ndcg": min(1.0, again["metrics"]["bm25.ndcg"] + 0.2)})
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(better))
+    regressed = cli(*args, "--no-answers", "--baseline", base, "--tolerance", "0.05")
+    assert regressed.exit_code == 3 and "bm25.ndcg" in regressed.stderr and "regressed" in regressed.stderr
+    base.write_text(json.dumps(again))
+    assert cli(*args, "--no-answers", "--baseline", base).exit_code == 0
+
+
+@pytest.mark.slow
+def test_bench_rejects_unknown_source_and_bad_lines(cli, model_env, docs, tmp_path):
+    assert cli("ingest", docs, "--quiet").exit_code == 0
+    qa = _qa(tmp_path, json.dumps({**GOOD, "sources": ["no/such/file.md"]}))
+    result = cli("bench", "--qa", qa, "--no-answers", "--no-startup", "--quiet")
+    assert result.exit_code == 1 and "no/such/file.md" in result.stderr and f"{qa}:1" in result.stderr
+    qa = _qa(tmp_path, "not json")
+    result = cli("bench", "--qa", qa, "--no-startup", "--quiet")
+    assert result.exit_code == 1 and f"{qa}:1" in result.stderr and "Traceback" not in result.output
+    result = cli("bench", "--modes", "dense,vectors", "--quiet")
+    assert result.exit_code == 2 and "vectors" in result.stderr
