@@ -74,8 +74,27 @@ class Embedder:
 
     # -- token accounting ---------------------------------------------------------------------
     def token_ids(self, text: str) -> list[int]:
-        """Token ids of `text` without special tokens (what counts against the chunk cap)."""
+        """Token ids of `text` without special tokens (what counts against the chunk cap).
+
+        Uses the fast `tokenizers` backend directly when there is one: the splitter counts tokens of
+        many small pieces, and the transformers wrapper costs more than the tokenization itself."""
+        backend = self._backend
+        if backend is not None:
+            return backend.encode(text, add_special_tokens=False).ids
         return list(self._tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+
+    @functools.cached_property
+    def _backend(self) -> Any:
+        backend = getattr(self._tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        # A private copy without truncation or padding, so counts are exact for long texts.
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(backend.to_str())
+        copy.no_truncation()
+        copy.no_padding()
+        return copy
 
     def count_tokens(self, text: str) -> int:
         return len(self.token_ids(text))

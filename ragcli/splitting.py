@@ -9,6 +9,8 @@ last resort for text without any usable boundary, cuts on token boundaries. Noth
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,29 @@ class SplitterSettings:
         }
 
 
+# A run of this many characters without any whitespace is not prose (a data dump, a base64 blob, a
+# line of brackets): it is cut on token boundaries directly instead of through the sentence splitter,
+# which would fall back to one tokenizer call per character.
+LONG_RUN = 1000
+_WORDS = re.compile(r"\S+")
+
+
+def _segments(text: str) -> Iterator[tuple[bool, str]]:
+    """(is_long_run, text) pieces of `text`, in order, in one linear scan."""
+    if len(text) < LONG_RUN:
+        yield False, text
+        return
+    pos = 0
+    for m in _WORDS.finditer(text):
+        if m.end() - m.start() >= LONG_RUN:
+            if m.start() > pos:
+                yield False, text[pos : m.start()]
+            yield True, m.group()
+            pos = m.end()
+    if pos < len(text):
+        yield False, text[pos:]
+
+
 @dataclass
 class SplitStats:
     resplit: int = 0  # semantic chunks over the cap that were split again
@@ -83,6 +108,15 @@ class Splitter:
             )
 
     def split(self, text: str) -> list[str]:
+        chunks: list[str] = []
+        for long_run, segment in _segments(text):
+            if long_run:
+                chunks.extend(self._enforce_cap(segment))
+            elif segment.strip():
+                chunks.extend(self._split_prose(segment))
+        return chunks
+
+    def _split_prose(self, text: str) -> list[str]:
         if self._semantic is None:
             pieces = self._capper.split_text(text)
         else:
