@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 QUESTION ?= How long does the Lantern team keep deleted files of its Delta tables?
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint docs clean
 
 $(BIN)/ragcli: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+docs: install
+	$(BIN)/typer ragcli.cli.app utils docs --name ragcli --output docs/cli.md
 
 lint: install
 	$(BIN)/ruff check ragcli tests

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ragcli.ingest import ingest
     from ragcli.query import answer
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["Settings", "__version__", "answer", "bench", "download_model", "ingest", "load_settings"]
 
 
 def __getattr__(name: str) -> Any:

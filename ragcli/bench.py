@@ -225,7 +225,7 @@ def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *, pair
     encode_s = time.perf_counter() - t
     before = embedder.texts_embedded
     t = time.perf_counter()
-    again = ingest(corpus, settings, embedder=embedder)
+    ingest(corpus, settings, embedder=embedder)
     reingest_s = time.perf_counter() - t
     out = {
         "files": len([f for f in first.files if f.status in ("added", "changed")]),

@@ -6,36 +6,36 @@ decided in one place (`ragcli.config.load_settings`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 EmbedModelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--embed-model", help="Embedding model: Hub repo id (downloaded into the models folder) or a local folder. Env: RAGCLI_EMBED_MODEL.", show_default=False),
 ]
 GenModelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--gen-model", help="Generator model: Hub repo id or local folder. Env: RAGCLI_GEN_MODEL or MODEL_ID.", show_default=False),
 ]
 ModelsDirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--models-dir", help="Folder holding downloaded models. Env: RAGCLI_MODELS_DIR. Default: ./models.", show_default=False),
 ]
 IndexDirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--index-dir", help="Folder of the local index. Env: RAGCLI_INDEX_DIR. Default: ./ragcli-index.", show_default=False),
 ]
 TargetOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--target", help="Where the index lives: local (FAISS on disk) or databricks (Vector Search). Env: RAGCLI_TARGET.", show_default=False),
 ]
 TopKOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option("--top-k", "-k", min=1, max=1000, help="How many chunks to retrieve. Env: RAGCLI_TOP_K. Default: 4.", show_default=False),
 ]
 ModeOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--mode", help="Retrieval: dense (embeddings), bm25 (keywords) or hybrid (both, fused). Env: RAGCLI_MODE.", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from ragcli.cli._options import EmbedModelOpt, GenModelOpt, IndexDirOpt, ModelsDirOpt, QuietOpt, TargetOpt, TopKOpt, settings_from
+from ragcli.cli._options import (
+    EmbedModelOpt,
+    GenModelOpt,
+    IndexDirOpt,
+    ModelsDirOpt,
+    QuietOpt,
+    TargetOpt,
+    TopKOpt,
+    settings_from,
+)
 
 EPILOG = """Examples:
 
@@ -28,16 +37,16 @@ Exit code 3 when a gate fails.
 
 def command(
     qa: Annotated[Path, typer.Option("--qa", help="QA file (JSON Lines: id, question, answers, sources, evidence).")] = Path("sample_docs/qa.jsonl"),
-    corpus: Annotated[Optional[list[Path]], typer.Option("--corpus", help="Ingest these paths into a temporary index first and time it (repeatable). Without it the existing index is used; with no index, the QA file's folder.", show_default=False)] = None,
+    corpus: Annotated[list[Path] | None, typer.Option("--corpus", help="Ingest these paths into a temporary index first and time it (repeatable). Without it the existing index is used; with no index, the QA file's folder.", show_default=False)] = None,
     modes: Annotated[str, typer.Option("--modes", help="Retrieval modes to score, comma-separated.")] = "dense,bm25,hybrid",
     answers: Annotated[bool, typer.Option("--answers/--no-answers", help="Also generate and score answers with and without context.")] = True,
     answer_mode: Annotated[str, typer.Option("--answer-mode", help="Retrieval mode used for the context answers.")] = "dense",
     pairs: Annotated[int, typer.Option("--pairs", min=1, max=100, help="Interleaved timing pairs for each speed ratio.")] = 5,
     startup: Annotated[bool, typer.Option("--startup/--no-startup", help="Measure `ragcli --help` start-up against a minimal Typer app.")] = True,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON to this file ('-' for stdout).", show_default=False)] = None,
-    fail_under: Annotated[Optional[list[str]], typer.Option("--fail-under", help="METRIC=VALUE: fail (exit 3) if the metric is below VALUE. Repeatable.", show_default=False)] = None,
-    fail_over: Annotated[Optional[list[str]], typer.Option("--fail-over", help="METRIC=VALUE: fail (exit 3) if a lower-is-better metric (ratio, latency) is above VALUE. Repeatable.", show_default=False)] = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="A previous report: fail if any quality metric dropped by more than --tolerance.", show_default=False)] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON to this file ('-' for stdout).", show_default=False)] = None,
+    fail_under: Annotated[list[str] | None, typer.Option("--fail-under", help="METRIC=VALUE: fail (exit 3) if the metric is below VALUE. Repeatable.", show_default=False)] = None,
+    fail_over: Annotated[list[str] | None, typer.Option("--fail-over", help="METRIC=VALUE: fail (exit 3) if a lower-is-better metric (ratio, latency) is above VALUE. Repeatable.", show_default=False)] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="A previous report: fail if any quality metric dropped by more than --tolerance.", show_default=False)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, max=1.0, help="Allowed drop against --baseline.")] = 0.02,
     top_k: TopKOpt = None,
     embed_model: EmbedModelOpt = None,

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from ragcli.cli._options import EmbedModelOpt, IndexDirOpt, JsonOpt, ModelsDirOpt, QuietOpt, TargetOpt, settings_from
+from ragcli.cli._options import (
+    EmbedModelOpt,
+    IndexDirOpt,
+    JsonOpt,
+    ModelsDirOpt,
+    QuietOpt,
+    TargetOpt,
+    settings_from,
+)
 
 EPILOG = """Examples:
 
@@ -22,13 +30,13 @@ EPILOG = """Examples:
 def command(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders (searched recursively) to ingest.", show_default=False)],
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Start a fresh index instead of updating the current one.")] = False,
-    splitter: Annotated[Optional[str], typer.Option("--splitter", help="semantic (embedding-based breakpoints) or sentence (fixed size). Env: RAGCLI_SPLITTER.", show_default=False)] = None,
-    buffer_size: Annotated[Optional[int], typer.Option("--buffer-size", min=0, max=10, help="Semantic splitter: sentences on each side compared at a breakpoint. Default 1.", show_default=False)] = None,
-    breakpoint_percentile: Annotated[Optional[float], typer.Option("--breakpoint-percentile", min=1, max=100, help="Semantic splitter: distance percentile that starts a new chunk. Default 95.", show_default=False)] = None,
-    max_chunk_tokens: Annotated[Optional[int], typer.Option("--max-chunk-tokens", min=16, help="Hard cap on a chunk's length in embedding-model tokens (longer chunks are split again, never truncated). Default 256.", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Texts per embedding batch. Default 32.", show_default=False)] = None,
-    index_type: Annotated[Optional[str], typer.Option("--index-type", help="flat (exact, default) or hnsw (approximate, for large corpora).", show_default=False)] = None,
-    encoding: Annotated[Optional[str], typer.Option("--encoding", help="Decode Markdown files that are not UTF-8 with this encoding (e.g. latin-1).", show_default=False)] = None,
+    splitter: Annotated[str | None, typer.Option("--splitter", help="semantic (embedding-based breakpoints) or sentence (fixed size). Env: RAGCLI_SPLITTER.", show_default=False)] = None,
+    buffer_size: Annotated[int | None, typer.Option("--buffer-size", min=0, max=10, help="Semantic splitter: sentences on each side compared at a breakpoint. Default 1.", show_default=False)] = None,
+    breakpoint_percentile: Annotated[float | None, typer.Option("--breakpoint-percentile", min=1, max=100, help="Semantic splitter: distance percentile that starts a new chunk. Default 95.", show_default=False)] = None,
+    max_chunk_tokens: Annotated[int | None, typer.Option("--max-chunk-tokens", min=16, help="Hard cap on a chunk's length in embedding-model tokens (longer chunks are split again, never truncated). Default 256.", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Texts per embedding batch. Default 32.", show_default=False)] = None,
+    index_type: Annotated[str | None, typer.Option("--index-type", help="flat (exact, default) or hnsw (approximate, for large corpora).", show_default=False)] = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help="Decode Markdown files that are not UTF-8 with this encoding (e.g. latin-1).", show_default=False)] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If another ingest holds the index, wait for it instead of failing.")] = False,
     embed_model: EmbedModelOpt = None,
     models_dir: ModelsDirOpt = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,8 +11,8 @@ from ragcli.cli._options import (
     GenModelOpt,
     IndexDirOpt,
     JsonOpt,
-    ModeOpt,
     ModelsDirOpt,
+    ModeOpt,
     TargetOpt,
     TopKOpt,
     settings_from,
@@ -32,9 +32,9 @@ def command(
     question: Annotated[str, typer.Argument(help="The question to answer.", show_default=False)],
     context: Annotated[bool, typer.Option("--context", "-c", help="Retrieve passages from the index and answer from them.")] = False,
     compare: Annotated[bool, typer.Option("--compare", help="Answer with and without context, side by side.")] = False,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, max=4096, help="Longest answer in tokens. Default 64.", show_default=False)] = None,
-    fusion: Annotated[Optional[str], typer.Option("--fusion", help="Hybrid mode: rrf (reciprocal rank) or weighted (score mix).", show_default=False)] = None,
-    alpha: Annotated[Optional[float], typer.Option("--alpha", min=0.0, max=1.0, help="Weighted fusion: weight of the dense score (0..1). Default 0.5.", show_default=False)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1, max=4096, help="Longest answer in tokens. Default 64.", show_default=False)] = None,
+    fusion: Annotated[str | None, typer.Option("--fusion", help="Hybrid mode: rrf (reciprocal rank) or weighted (score mix).", show_default=False)] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", min=0.0, max=1.0, help="Weighted fusion: weight of the dense score (0..1). Default 0.5.", show_default=False)] = None,
     top_k: TopKOpt = None,
     mode: ModeOpt = None,
     embed_model: EmbedModelOpt = None,
@@ -45,7 +45,7 @@ def command(
     json_out: JsonOpt = False,
 ) -> None:
     """Answer a question, with retrieved context (--context), without it, or both (--compare)."""
-    from ragcli.cli._output import out, print_json
+    from ragcli.cli._output import print_json
     from ragcli.config import FUSIONS, MODES, TARGETS
     from ragcli.errors import UsageError
     from ragcli.query import answer
