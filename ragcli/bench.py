@@ -169,6 +169,7 @@ def bench(
                            "chunks": len(getattr(retriever.generation, "chunks", []) or []),
                            "files": len(index_files), "corpus_sha256": retriever.generation.manifest.get("corpus_sha256"),
                            "splitter": retriever.generation.manifest.get("splitter"),
+                           "faiss_index_type": retriever.generation.manifest.get("faiss_index_type"),
                            "embed": retriever.generation.manifest.get("embed")}
         report["retrieval"] = {}
         for mode in modes:
@@ -378,7 +379,7 @@ def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes
         "splitter": index.get("splitter"),
         "retrieval": {"k": report["k"], "modes": list(modes), "fusion": settings.fusion, "alpha": settings.hybrid_alpha,
                       "answer_mode": answer_mode, "max_new_tokens": settings.max_new_tokens},
-        "index_type": settings.index_type,
+        "index_type": index.get("faiss_index_type"),
         "corpus_sha256": index.get("corpus_sha256"),
         "qa_sha256": sha256_path(qa_path),
         "target": settings.target,

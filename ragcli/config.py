@@ -78,7 +78,7 @@ class Settings:
     breakpoint_percentile: float = 95.0
     max_chunk_tokens: int = 256
     embed_batch_size: int = 32
-    index_type: str = "flat"
+    index_type: str | None = None  # None: keep the index's own type (flat for a new index)
     # Retrieval and generation
     top_k: int = 4
     mode: str = "dense"
@@ -97,6 +97,10 @@ class Settings:
     databricks_profile: str | None = None
     databricks_endpoint: str | None = None
     databricks_index: str | None = None
+    databricks_batch_rows: int = 200  # rows per upsert/delete request
+    databricks_timeout: float = 60.0  # seconds per HTTP request (the client library sets none)
+    databricks_retries: int = 5  # retries of a transient failure (429, 5xx, timeout, connection reset)
+    databricks_backoff: float = 1.0  # first retry delay in seconds; doubles each retry (capped at 30 s)
     # Diagnostics
     debug: bool = False
 
@@ -207,6 +211,10 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "databricks_profile": (("DATABRICKS_CONFIG_PROFILE",), _parse_str),
     "databricks_endpoint": (("RAGCLI_DATABRICKS_ENDPOINT",), _parse_str),
     "databricks_index": (("RAGCLI_DATABRICKS_INDEX",), _parse_str),
+    "databricks_batch_rows": (("RAGCLI_DATABRICKS_BATCH_ROWS",), _parser_int(1, 10_000)),
+    "databricks_timeout": (("RAGCLI_DATABRICKS_TIMEOUT",), _parser_float(0.1, 3600.0)),
+    "databricks_retries": (("RAGCLI_DATABRICKS_RETRIES",), _parser_int(0, 20)),
+    "databricks_backoff": (("RAGCLI_DATABRICKS_BACKOFF",), _parser_float(0.0, 60.0)),
     "debug": (("RAGCLI_DEBUG",), _parse_bool),
 }
 

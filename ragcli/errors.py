@@ -54,6 +54,10 @@ class IndexModelMismatchError(RagcliError):
     """The index was built with another embedding model (or dimension)."""
 
 
+class IndexWriteError(RagcliError):
+    """Writing a new index generation failed (disk full, I/O error); the previous one still serves."""
+
+
 class IndexLockedError(RagcliError):
     """Another process is writing to the index."""
 

@@ -11,6 +11,7 @@ than lost. The index is replaced only by a complete new generation (see `ragcli.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from ragcli.config import Settings
+    from ragcli.loaders import SourceFile
     from ragcli.models import Embedder
     from ragcli.store import Chunk
 
@@ -126,7 +128,10 @@ def ingest(
                            encoding=encoding, progress=progress, embedder=embedder)
         report = plan.report
         report.index = str(settings.index_dir)
-        if prior is not None and not plan.changed:
+        # No type asked for (None): keep the index's own type, flat for a new index.
+        index_type = settings.index_type or (prior.manifest.get("faiss_index_type") if prior else None) or "flat"
+        same_type = prior is not None and prior.manifest.get("faiss_index_type", "flat") == index_type
+        if prior is not None and not plan.changed and same_type:
             report.generation = prior.name
             report.published = False
         else:
@@ -145,7 +150,7 @@ def ingest(
                 progress("write", 0, 1)
             report.generation = store.write_generation(
                 plan.chunks, vectors if len(ids) else np.zeros((0, plan.embed_info["dim"]), dtype=np.float32),
-                plan.files, manifest, index_type=settings.index_type, extra_writers=extra,
+                plan.files, manifest, index_type=index_type, extra_writers=extra,
             )
             report.published = True
             if progress:
@@ -200,7 +205,12 @@ def plan_ingest(
     sources = discover(path_list)
     if not sources:
         raise NoDocumentsError(f"No .md, .markdown or .docx files in {', '.join(map(str, path_list))}.")
-    full_roots = {str(p.resolve()) for p in path_list if p.is_dir()}
+    # Folders given now, by real path (a root recorded through a symlink or a relative path still matches).
+    folder_args = {os.path.realpath(p) for p in path_list if p.is_dir()}
+    # A file (or subfolder) inside a folder ingested before keeps its name relative to that folder, so
+    # `ingest docs/sub/x.md` after `ingest docs` updates "sub/x.md" instead of adding a second "x.md"
+    # (and a name from an inner folder is replaced by the outer one's when the outer folder is ingested).
+    sources = _rebase(sources, prior_files)
     seen: dict[str, Path] = {}
     for src in sources:
         if src.relpath in seen and seen[src.relpath] != src.path:
@@ -250,18 +260,26 @@ def plan_ingest(
             for row in meta.get("chunks", []):
                 reuse_by_text.setdefault(text_key(row["text"]), int(row["id"]))
 
+    fresh: dict[str, Any] = {}  # chunk text -> vector embedded in this run (identical texts embed once)
+
     def flush() -> None:
         if not pending:
             return
         emb = get_embedder()
-        texts = [c.text for c in pending]
+        unique: dict[str, int] = {}
+        for c in pending:
+            unique.setdefault(c.text, len(unique))
+        texts = list(unique)
         total = len(texts)
         if progress:
             progress("embed", 0, total)
         vectors = emb.embed_documents(texts, progress=(lambda d, t: progress("embed", d, t)) if progress else None)
-        for c, v in zip(pending, vectors):
-            new_vectors[c.id] = v
+        for text, row in unique.items():
+            fresh[text] = vectors[row]
+        for c in pending:
+            new_vectors[c.id] = fresh[c.text]
         report.chunks_embedded += total
+        report.chunks_reused += len(pending) - total
         pending.clear()
 
     for number, src in enumerate(sources, 1):
@@ -314,6 +332,9 @@ def plan_ingest(
             if reuse is not None:
                 new_vectors[c.id] = ("reuse", reuse)
                 report.chunks_reused += 1
+            elif piece in fresh:
+                new_vectors[c.id] = fresh[piece]
+                report.chunks_reused += 1
             else:
                 pending.append(c)
         files[src.relpath] = {"sha256": sha, "bytes": src.path.stat().st_size, "root": str(src.root),
@@ -327,10 +348,11 @@ def plan_ingest(
         progress("files", len(sources), len(sources))
 
     # Files indexed before under an ingested folder but gone now are removed; others are kept.
+    ingested_now = {os.path.realpath(src.path) for src in sources}
     for relpath, old in prior_files.items():
         if relpath in files or any(f.file == relpath for f in report.files):
             continue
-        if old.get("root") in full_roots:
+        if _gone(relpath, old.get("root"), folder_args, ingested_now):
             report.files.append(FileResult(relpath, "removed", chunks=len(old.get("chunks", []))))
             changed = True
         else:
@@ -352,6 +374,52 @@ def plan_ingest(
     chunks.sort(key=lambda c: (c.file, c.position))
     return IngestPlan(report=report, chunks=chunks, files=files, embed_info=embed_info,
                       splitter=split_settings.as_dict(), new_vectors=new_vectors, kept_ids=kept_ids, changed=changed)
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives
+        return False
+
+
+def _rebase(sources: list[SourceFile], prior_files: dict[str, Any]) -> list[SourceFile]:
+    """A file the index already holds under a folder ingested before (by its name relative to that folder)
+    keeps that name when it is given alone or through a subfolder, so it is updated, not added twice."""
+    from ragcli.loaders import SourceFile
+
+    roots = sorted({os.path.realpath(str(m["root"])) for m in prior_files.values() if m.get("root")}, key=len)
+    if not roots:
+        return sources
+    out = []
+    for src in sources:
+        own = os.path.realpath(src.root)
+        real_file = os.path.join(own, *src.relpath.split("/"))
+        for root in roots:  # outermost first
+            if root == own or not _inside(own, root):
+                continue
+            relpath = Path(os.path.relpath(real_file, root)).as_posix()
+            meta = prior_files.get(relpath)
+            if meta and meta.get("root") and os.path.realpath(str(meta["root"])) == root:
+                src = SourceFile(path=src.path, root=Path(str(meta["root"])), relpath=relpath)
+                break
+        out.append(src)
+    return out
+
+
+def _gone(relpath: str, root: str | None, folder_args: set[str], ingested_now: set[str]) -> bool:
+    """Whether a file indexed before should leave the index: it was found under a folder given again now
+    and not found this time, or it lies in such a folder and is gone from disk, or it was indexed this
+    run under a name relative to an outer folder."""
+    if not root:
+        return False
+    real_root = os.path.realpath(root)
+    if real_root in folder_args:
+        return True
+    old_file = os.path.join(real_root, *relpath.split("/"))
+    if not any(_inside(old_file, folder) for folder in folder_args):
+        return False
+    return not os.path.exists(old_file) or os.path.realpath(old_file) in ingested_now
 
 
 def _keep(meta: dict[str, Any], chunks: list[Chunk], kept_ids: list[int]) -> None:

@@ -19,6 +19,7 @@ it: a truncated or flipped file is reported as a corrupted index naming the file
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragcli.errors import IndexCorruptedError, IndexLockedError, IndexNotFoundError
+from ragcli.errors import IndexCorruptedError, IndexLockedError, IndexNotFoundError, IndexWriteError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -88,10 +89,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _named(exc: OSError, path: Path) -> OSError:
+    if exc.filename is None:  # os.fsync and file writes do not name the file; the message should
+        exc.filename = str(path)
+    return exc
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        raise _named(exc, path) from None
     finally:
         os.close(fd)
 
@@ -102,10 +111,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _named(exc, path) from None
 
 
 class Generation:
@@ -186,7 +198,7 @@ class Generation:
 
             params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * k))
         scores, ids = index.search(query, k, params=params) if params is not None else index.search(query, k)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i != -1]
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
 
     def bm25(self) -> Any:
         if self._bm25 is None:
@@ -220,7 +232,7 @@ class LocalIndex:
         if not name.startswith("gen-") or "/" in name or "\\" in name:
             raise IndexCorruptedError(
                 f"Index corrupted: {self.root / 'CURRENT'} names {name[:40]!r}, not a generation. "
-                "Run: ragcli ingest --rebuild <paths>"
+                "Run: ragcli index rollback, or ragcli ingest --rebuild <paths>"
             )
         return name
 
@@ -240,9 +252,12 @@ class LocalIndex:
                 raise IndexNotFoundError(f"No index in {self.root}. Run: ragcli ingest <paths>")
             try:
                 return self._load(current, verify=verify)
-            except FileNotFoundError:
-                # A writer may have published and cleaned up between our read of CURRENT and the load.
+            except (FileNotFoundError, IndexCorruptedError) as exc:
+                # A writer may have published and pruned this generation between our read of CURRENT and
+                # the load: read CURRENT again before calling the index corrupted.
                 if name is not None or attempt == 2 or self.current_name() == current:
+                    if isinstance(exc, IndexCorruptedError):
+                        raise
                     break
                 time.sleep(0.05)
         raise IndexCorruptedError(
@@ -264,6 +279,12 @@ class LocalIndex:
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             recorded = manifest["checksums"]
+            # Every data file must have a well-formed record: a checksum that is missing cannot vouch for
+            # the file, and FAISS would read a flipped byte silently.
+            if not isinstance(recorded, dict) or not {VECTORS, CHUNKS, FILES} <= recorded.keys() or not all(
+                    isinstance(m, dict) and isinstance(m.get("bytes"), int) and isinstance(m.get("sha256"), str)
+                    for m in recorded.values()) or not isinstance(manifest.get("counts", {}), dict):
+                raise ValueError("bad checksums")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise IndexCorruptedError(f"Index corrupted: {manifest_path} is not a valid manifest. "
                                       "Run: ragcli index rollback, or ragcli ingest --rebuild <paths>") from None
@@ -355,10 +376,14 @@ class LocalIndex:
         removed = []
         if not self.root.is_dir():
             return removed
-        current = self.current_name()
+        try:
+            current = self.current_name()
+            unknown = False
+        except IndexCorruptedError:  # CURRENT is damaged: which generations were published is unknown,
+            current, unknown = None, True  # so none is removed (ingest --rebuild must still work)
         for p in self.root.iterdir():
             stale = p.name.startswith("tmp-") or p.name == "CURRENT.tmp"
-            if p.name.startswith("gen-") and p.is_dir() and (current is None or p.name > current):
+            if p.name.startswith("gen-") and p.is_dir() and not unknown and (current is None or p.name > current):
                 stale = True
             if stale:
                 if p.is_dir():
@@ -382,7 +407,35 @@ class LocalIndex:
         index_type: str = "flat",
         extra_writers: list[Callable[[Path], list[Path]]] | None = None,
     ) -> str:
-        """Write and publish a complete generation. Call under `lock()`. Returns its name."""
+        """Write and publish a complete generation. Call under `lock()`. Returns its name.
+
+        A failed write (disk full, I/O error, permissions) raises an `IndexWriteError` saying so; the published
+        generation is then the one before (what is left behind is removed by the next writer)."""
+        try:
+            return self._write_generation(chunks, vectors, files, manifest, index_type=index_type,
+                                          extra_writers=extra_writers)
+        except OSError as exc:
+            try:
+                current = self.current_name()
+            except IndexCorruptedError:
+                current = None
+            where = f" ({exc.filename})" if exc.filename else ""
+            kept = f"the index still serves {current}" if current else "no generation was published"
+            raise IndexWriteError(
+                f"Cannot write the index in {self.root}: {exc.strerror or exc}{where}; {kept}. "
+                "Free disk space (or fix the folder's permissions) and run the ingest again."
+            ) from exc
+
+    def _write_generation(
+        self,
+        chunks: list[Chunk],
+        vectors: np.ndarray,
+        files: dict[str, Any],
+        manifest: dict[str, Any],
+        *,
+        index_type: str = "flat",
+        extra_writers: list[Callable[[Path], list[Path]]] | None = None,
+    ) -> str:
         import faiss
         import numpy as np
 
@@ -400,7 +453,11 @@ class LocalIndex:
             if len(chunks):
                 index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
                                    np.asarray([c.id for c in chunks], dtype=np.int64))
-            faiss.write_index(index, str(tmp / VECTORS))
+            try:
+                faiss.write_index(index, str(tmp / VECTORS))
+            except RuntimeError as exc:  # FAISS reports a full disk as "write error" in a RuntimeError
+                raise OSError(errno.EIO, f"FAISS could not write the vectors: {str(exc).splitlines()[0][:160]}",
+                              str(tmp / VECTORS)) from None
             written.append(tmp / VECTORS)
             _after_step("vectors")
             # 2. chunk table
@@ -462,14 +519,21 @@ class LocalIndex:
 
     def rollback(self) -> str:
         """Point CURRENT at the previous generation (call under the lock). Returns its name."""
-        current = self.current_name()
-        if current is None:
-            raise IndexNotFoundError(f"No index in {self.root}. Run: ragcli ingest <paths>")
-        older = [n for n in self.generations() if n < current]
+        try:
+            current = self.current_name()
+        except IndexCorruptedError:  # CURRENT itself is damaged: go back to the newest generation
+            current = None
+            if not self.generations():
+                raise
+        else:
+            if current is None:
+                raise IndexNotFoundError(f"No index in {self.root}. Run: ragcli ingest <paths>")
+        older = [n for n in self.generations() if current is None or n < current]
         if not older:
             raise IndexNotFoundError(f"No generation before {current} in {self.root} to roll back to.")
         target = older[-1]
         self._load(target, verify=True)
         self._point_current(target)
-        shutil.rmtree(self.root / current, ignore_errors=True)
+        if current is not None:
+            shutil.rmtree(self.root / current, ignore_errors=True)
         return target

@@ -27,6 +27,8 @@ def index_summary(settings: Any, verify: bool) -> dict[str, Any]:
     info: dict[str, Any] = {"index_dir": str(settings.index_dir), "exists": False}
     try:
         gen = store.load(verify=verify) if store.exists() else None
+        if gen is not None and verify:
+            gen.faiss_index()  # also checks the vector count against the chunk table
     except IndexCorruptedError as exc:
         info.update(exists=True, ok=False, error=str(exc))
         gen = None
