@@ -52,12 +52,17 @@ def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
 
             if _debug():
                 sys.stderr.write(redact(traceback.format_exc()))
-            err().print(f"[red]Error:[/] {redact(str(exc))}", markup=True, highlight=False)
+            from rich.markup import escape
+
+            # Escaped: messages hold literal brackets, e.g. pip install 'ragcli[databricks]'.
+            err().print(f"[red]Error:[/] {escape(redact(str(exc)))}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             sys.stderr.write("Interrupted.\n")
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are reported
+            from rich.markup import escape
+
             from ragcli.cli._output import err
 
             if _debug():
@@ -66,7 +71,7 @@ def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
             else:
                 hint = " (set RAGCLI_DEBUG=1 for the traceback)"
             err().print(
-                f"[red]Internal error:[/] {type(exc).__name__}: {redact(str(exc))}{hint}. "
+                f"[red]Internal error:[/] {type(exc).__name__}: {escape(redact(str(exc)))}{hint}. "
                 "This is a bug in ragcli; please report it.",
                 markup=True,
                 highlight=False,
