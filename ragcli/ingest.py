@@ -24,6 +24,7 @@ from ragcli.errors import (
     EmptyDocumentError,
     IndexModelMismatchError,
     NoDocumentsError,
+    UsageError,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -219,6 +220,14 @@ def plan_ingest(
                 "Ingest the folders into separate indexes (--index-dir)."
             )
         seen[src.relpath] = src.path
+        old = prior_files.get(src.relpath)
+        if old and old.get("root") and os.path.realpath(str(old["root"])) != os.path.realpath(src.root):
+            old_file = Path(str(old["root"]), *src.relpath.split("/"))
+            if old_file.exists() and os.path.realpath(old_file) != os.path.realpath(src.path):
+                raise UsageError(
+                    f"{src.path} would replace {old_file} in the index (both are '{src.relpath}'). "
+                    "Ingest the other folder into its own index (--index-dir), or pass --rebuild."
+                )
 
     if embedder is not None:
         model_id, revision = embedder.model_id, embedder.revision

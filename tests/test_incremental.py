@@ -424,3 +424,19 @@ def test_ingest_streams_files_and_embeds_in_bounded_batches(cli, corpus, tmp_pat
     for kind, _ in events:
         run = run + 1 if kind == "load" else 0
         assert run <= 8
+
+
+def test_same_name_from_another_folder_is_refused_not_replaced(cli, model_env, tmp_path):
+    notes, handbook = tmp_path / "notes", tmp_path / "handbook"
+    for folder, text in ((notes, "Notes say the kiln runs weekly."), (handbook, "The handbook says monthly.")):
+        folder.mkdir()
+        (folder / "index.md").write_text(f"# Index\n\n{text}\n", encoding="utf-8")
+    assert cli("ingest", notes, "--quiet").exit_code == 0
+    result = cli("ingest", handbook, "--quiet")
+    assert result.exit_code == 2
+    assert "would replace" in result.stderr and "--index-dir" in result.stderr
+    data = cli("query", "--context", "--json", "--mode", "bm25", "kiln weekly").json()
+    assert "weekly" in data["sources"][0]["text"]
+    # Once the first file is gone (moved), the other folder may take its name.
+    (notes / "index.md").unlink()
+    assert cli("ingest", handbook, "--quiet").exit_code == 0
