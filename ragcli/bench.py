@@ -138,6 +138,11 @@ def bench(
     from ragcli.models import load_embedder, load_generator
     from ragcli.store import LocalIndex
 
+    if corpus and settings.target != "local":
+        from ragcli.errors import UsageError
+
+        raise UsageError("bench never changes a remote index: drop --corpus and run "
+                         "`ragcli ingest --target databricks <paths>` first.")
     k = k or settings.top_k
     qa = load_qa(qa_path)
     report: dict[str, Any] = {"format": REPORT_FORMAT, "ragcli_version": __version__, "qa_file": str(qa_path),

@@ -258,6 +258,8 @@ def load_settings(
             continue
         if name in ("models_dir", "index_dir", "ca_bundle"):
             value = Path(value).expanduser().resolve()
+        elif name == "databricks_host":
+            value = _parse_host(name, str(value))
         values[name] = value
     return Settings(**values)
 

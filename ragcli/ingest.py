@@ -226,7 +226,8 @@ def plan_ingest(
             if old_file.exists() and os.path.realpath(old_file) != os.path.realpath(src.path):
                 raise UsageError(
                     f"{src.path} would replace {old_file} in the index (both are '{src.relpath}'). "
-                    "Ingest the other folder into its own index (--index-dir), or pass --rebuild."
+                    "Ingest the other folder into its own index (--index-dir, or --databricks-index on Databricks), "
+                    "or pass --rebuild."
                 )
 
     if embedder is not None:

@@ -415,3 +415,24 @@ def test_missing_extra_names_the_install_command(dbx, run, small, monkeypatch):
     for args in (("ingest", small), ("query", "--context", "What?")):
         message = error_line(run(*args, "--target", "databricks"))
         assert "pip install 'ragcli[databricks]'" in message
+
+
+def test_flags_override_the_environment(dbx, run, small, monkeypatch):
+    other = "main.flags.chunks"
+    monkeypatch.setenv("RAGCLI_DATABRICKS_INDEX", "main.env.unused")
+    monkeypatch.setenv("DATABRICKS_HOST", "https://unreachable.example.invalid")
+    result = run("ingest", small, "--target", "databricks", "--databricks-index", other,
+                 "--databricks-host", dbx.url + "/", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.json()["generation"] == other
+    assert {r["kind"] for r in dbx.rows(other)} == {"chunk", "manifest"}
+    data = run("query", "--context", "--json", "--target", "databricks", "--databricks-index", other,
+               "--databricks-host", dbx.url, "What is chunking?").json()
+    assert data["sources"] and data["target"] == "databricks"
+
+
+def test_bench_never_ingests_into_a_remote_index(dbx, run, small):
+    before = len(dbx.requests("upsert-data"))
+    result = run("bench", "--target", "databricks", "--corpus", small, "--no-answers", "--no-startup", "--quiet")
+    assert result.exit_code == 2 and "never changes a remote index" in result.stderr
+    assert len(dbx.requests("upsert-data")) == before

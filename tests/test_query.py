@@ -118,3 +118,14 @@ def test_empty_index_answers_not_enough_context(cli, settings, tmp_path):
 def test_json_output_is_pure_json(cli, corpus):
     result = cli("query", "--compare", "--json", "What is kept for 240 hours?")
     json.loads(result.stdout)  # nothing but the object on stdout
+
+
+def test_markup_in_questions_and_passages_is_printed_literally(cli, settings, tmp_path):
+    folder = tmp_path / "markup"
+    folder.mkdir()
+    (folder / "[notes].md").write_text("# Brackets\n\nUse [bold]literal[/] tags and [/] alone in text.\n",
+                                       encoding="utf-8")
+    assert cli("ingest", folder, "--quiet").exit_code == 0
+    result = cli("query", "--compare", "--mode", "bm25", "What about [/] and [red]tags[/red]?")
+    assert result.exit_code == 0, result.output
+    assert "[red]tags[/red]" in result.stdout and "[notes].md" in result.stdout

@@ -38,6 +38,18 @@ ModeOpt = Annotated[
     str | None,
     typer.Option("--mode", help="Retrieval: dense (embeddings), bm25 (keywords) or hybrid (both, fused). Env: RAGCLI_MODE.", show_default=False),
 ]
+DatabricksHostOpt = Annotated[
+    str | None,
+    typer.Option("--databricks-host", help="Databricks workspace URL (https://…). Env: DATABRICKS_HOST. The token comes only from DATABRICKS_TOKEN, a service principal or a profile, never a flag.", show_default=False, rich_help_panel="Databricks target"),
+]
+DatabricksEndpointOpt = Annotated[
+    str | None,
+    typer.Option("--databricks-endpoint", help="Vector Search endpoint. Env: RAGCLI_DATABRICKS_ENDPOINT.", show_default=False, rich_help_panel="Databricks target"),
+]
+DatabricksIndexOpt = Annotated[
+    str | None,
+    typer.Option("--databricks-index", help="Index name, catalog.schema.index. Env: RAGCLI_DATABRICKS_INDEX.", show_default=False, rich_help_panel="Databricks target"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 

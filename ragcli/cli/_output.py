@@ -27,9 +27,11 @@ def print_json(data: Any) -> None:
 
 
 def warn(message: str) -> None:
+    from rich.markup import escape
+
     from ragcli.config import redact
 
-    err().print(f"[yellow]Warning:[/] {redact(message)}", markup=True, highlight=False)
+    err().print(f"[yellow]Warning:[/] {escape(redact(message))}", markup=True, highlight=False)
 
 
 ProgressCallback = Callable[[str, int, int], None]

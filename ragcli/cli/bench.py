@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from ragcli.cli._options import (
+    DatabricksEndpointOpt,
+    DatabricksHostOpt,
+    DatabricksIndexOpt,
     EmbedModelOpt,
     GenModelOpt,
     IndexDirOpt,
@@ -54,9 +57,14 @@ def command(
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
     target: TargetOpt = None,
+    databricks_host: DatabricksHostOpt = None,
+    databricks_endpoint: DatabricksEndpointOpt = None,
+    databricks_index: DatabricksIndexOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Score retrieval (dense, bm25, hybrid) and answers (with/without context) on a QA file; time every stage."""
+    from rich.markup import escape
+
     from ragcli.bench import bench, check_gates, load_baseline, parse_threshold
     from ragcli.cli._output import err, print_json, progress_bar
     from ragcli.config import MODES, TARGETS, redact
@@ -70,7 +78,8 @@ def command(
         raise UsageError(f"--target {target!r} is not one of: {', '.join(TARGETS)}.")
     unders = [parse_threshold(s) for s in fail_under or []]
     overs = [parse_threshold(s) for s in fail_over or []]
-    settings = settings_from(top_k=top_k, embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
+    settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
+                             databricks_index=databricks_index, top_k=top_k, embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     with progress_bar(enabled=not quiet) as progress:
         report = bench(settings, qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
@@ -90,7 +99,7 @@ def command(
         render(report)
     if failures:
         for line in failures:
-            err().print(f"[red]FAILED[/] {line}", markup=True, highlight=False)
+            err().print(f"[red]FAILED[/] {escape(line)}", markup=True, highlight=False)
         raise ThresholdError(f"{len(failures)} bench gate(s) failed: {'; '.join(failures)}")
 
 

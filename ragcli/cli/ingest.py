@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from ragcli.cli._options import (
+    DatabricksEndpointOpt,
+    DatabricksHostOpt,
+    DatabricksIndexOpt,
     EmbedModelOpt,
     IndexDirOpt,
     JsonOpt,
@@ -42,10 +45,15 @@ def command(
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
     target: TargetOpt = None,
+    databricks_host: DatabricksHostOpt = None,
+    databricks_endpoint: DatabricksEndpointOpt = None,
+    databricks_index: DatabricksIndexOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Split, embed and index .md/.docx files (incremental; unchanged files are not re-embedded)."""
+    from rich.markup import escape
+
     from ragcli.cli._output import err, out, print_json, progress_bar, warn
     from ragcli.config import INDEX_TYPES, SPLITTERS, TARGETS
     from ragcli.errors import UsageError
@@ -62,7 +70,8 @@ def command(
             codecs.lookup(encoding)
         except LookupError:
             raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows (try latin-1 or cp1252).") from None
-    settings = settings_from(splitter=splitter, buffer_size=buffer_size, breakpoint_percentile=breakpoint_percentile,
+    settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
+                             databricks_index=databricks_index, splitter=splitter, buffer_size=buffer_size, breakpoint_percentile=breakpoint_percentile,
                              max_chunk_tokens=max_chunk_tokens, embed_batch_size=batch_size, index_type=index_type,
                              embed_model=embed_model, models_dir=models_dir, index_dir=index_dir, target=target)
     with progress_bar(enabled=not quiet and not json_out) as progress:
@@ -74,7 +83,7 @@ def command(
 
         for f in report.files:
             if f.status == "failed":
-                err().print(f"[red]Failed:[/] {f.file}: {f.reason}", markup=True, highlight=False)
+                err().print(f"[red]Failed:[/] {escape(f.file)}: {escape(str(f.reason))}", markup=True, highlight=False)
             elif f.status == "skipped":
                 warn(f"skipped {f.file}: {f.reason}")
         s = report.summary()

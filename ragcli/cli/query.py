@@ -7,6 +7,9 @@ from typing import Annotated
 import typer
 
 from ragcli.cli._options import (
+    DatabricksEndpointOpt,
+    DatabricksHostOpt,
+    DatabricksIndexOpt,
     EmbedModelOpt,
     GenModelOpt,
     IndexDirOpt,
@@ -42,6 +45,9 @@ def command(
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
     target: TargetOpt = None,
+    databricks_host: DatabricksHostOpt = None,
+    databricks_endpoint: DatabricksEndpointOpt = None,
+    databricks_index: DatabricksIndexOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Answer a question, with retrieved context (--context), without it, or both (--compare)."""
@@ -53,7 +59,8 @@ def command(
     for name, value, choices in (("--mode", mode, MODES), ("--fusion", fusion, FUSIONS), ("--target", target, TARGETS)):
         if value is not None and value not in choices:
             raise UsageError(f"{name} {value!r} is not one of: {', '.join(choices)}.")
-    settings = settings_from(top_k=top_k, mode=mode, fusion=fusion, hybrid_alpha=alpha, max_new_tokens=max_new_tokens,
+    settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
+                             databricks_index=databricks_index, top_k=top_k, mode=mode, fusion=fusion, hybrid_alpha=alpha, max_new_tokens=max_new_tokens,
                              embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     use_context = context or compare
@@ -66,6 +73,7 @@ def command(
 
 def render(result) -> None:  # QueryResult; kept untyped so this module stays light
     from rich.columns import Columns
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
@@ -80,10 +88,11 @@ def render(result) -> None:  # QueryResult; kept untyped so this module stays li
             note += f", {a.passages_left_out} left out (generator input limit {result.prompt_limit} tokens)"
         if a.truncated:
             note += ", first passage shortened to fit"
-        panels.append(Panel(a.text or "(empty answer)", title="With context", subtitle=note, expand=True))
+        panels.append(Panel(escape(a.text) or "(empty answer)", title="With context", subtitle=note, expand=True))
     if result.without_context is not None:
-        panels.append(Panel(result.without_context.text or "(empty answer)", title="Without context", expand=True))
-    console.print(f"[bold]Q:[/] {result.question}", markup=True, highlight=False)
+        panels.append(Panel(escape(result.without_context.text) or "(empty answer)", title="Without context",
+                            expand=True))
+    console.print(f"[bold]Q:[/] {escape(result.question)}", markup=True, highlight=False)
     console.print(Columns(panels, equal=True, expand=True) if len(panels) > 1 else panels[0])
     if result.with_context is not None:
         table = Table(title=f"Sources ({result.mode}, top {result.top_k})")
@@ -97,6 +106,6 @@ def render(result) -> None:  # QueryResult; kept untyped so this module stays li
         for hit in result.sources:
             preview = " ".join(hit.text.split())
             preview = preview[:80] + ("…" if len(preview) > 80 else "")
-            table.add_row(str(hit.rank), hit.file, str(hit.position), f"{hit.score:.4f}",
-                          "yes" if hit.rank <= used else "no", preview)
+            table.add_row(str(hit.rank), escape(hit.file), str(hit.position), f"{hit.score:.4f}",
+                          "yes" if hit.rank <= used else "no", escape(preview))
         console.print(table)

@@ -59,6 +59,7 @@ def command(
     json_out: JsonOpt = False,
 ) -> None:
     """Show the index (generation, files, chunks, model, size, last ingest) and the downloaded models."""
+    from rich.markup import escape
     from rich.table import Table
 
     from ragcli.cli._output import out, print_json
@@ -74,7 +75,7 @@ def command(
         if not idx["exists"]:
             console.print(f"No index in {idx['index_dir']}. Run: ragcli ingest <paths>", highlight=False)
         elif not idx.get("ok"):
-            console.print(f"[red]{idx['error']}[/]", markup=True, highlight=False)
+            console.print(f"[red]{escape(idx['error'])}[/]", markup=True, highlight=False)
         else:
             table = Table(title=f"Index {idx['index_dir']}", show_header=False)
             for key in ("generation", "files", "chunks", "embed_model", "dimension", "index_type", "size_bytes",
