@@ -243,7 +243,6 @@ def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *, pair
         "chunks_per_s": round(first.chunks_total / seconds, 3) if seconds else None,
         "tokens_per_s": round(first.tokens / seconds, 3) if seconds else None,
         "texts_embedded": embedded_first,
-        "embedded_tokens_over_chunk_tokens": None,
         "encode_seconds": round(encode_s, 4),
         "ingest_over_encode": round(seconds / encode_s, 4) if encode_s else None,
         "reingest_seconds": round(reingest_s, 4),

@@ -26,6 +26,15 @@ _CLEARED = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "MODEL_ID", "DA
             "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 
 
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    """Write {relative path: text} under `root` (UTF-8), creating folders; returns `root`."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """A fresh working directory and environment for each test."""

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import write_tree
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +42,7 @@ CORPUS = {
 
 
 def write_corpus(root: Path, files: dict[str, str] = CORPUS) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
+    return write_tree(root, files)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EMBED, GEN
+from conftest import EMBED, GEN, write_tree
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +42,7 @@ DOCS = {
 
 
 def write_docs(root: Path, docs: dict[str, str] = DOCS) -> Path:
-    for rel, text in docs.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
+    return write_tree(root, docs)
 
 
 @pytest.fixture(scope="module")
