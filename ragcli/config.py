@@ -28,6 +28,7 @@ DEFAULT_INDEX_DIR = "ragcli-index"
 
 TARGETS = ("local", "databricks")
 SPLITTERS = ("semantic", "sentence")
+SEMANTIC_VECTORS = ("pooled", "window")
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
 INDEX_TYPES = ("flat", "hnsw")
@@ -76,6 +77,7 @@ class Settings:
     splitter: str = "semantic"
     buffer_size: int = 1
     breakpoint_percentile: float = 95.0
+    semantic_vectors: str = "window"
     max_chunk_tokens: int = 256
     embed_batch_size: int = 32
     index_type: str | None = None  # None: keep the index's own type (flat for a new index)
@@ -193,6 +195,7 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "splitter": (("RAGCLI_SPLITTER",), _parser_choice(SPLITTERS)),
     "buffer_size": (("RAGCLI_BUFFER_SIZE",), _parser_int(0, 10)),
     "breakpoint_percentile": (("RAGCLI_BREAKPOINT_PERCENTILE",), _parser_float(1.0, 100.0)),
+    "semantic_vectors": (("RAGCLI_SEMANTIC_VECTORS",), _parser_choice(SEMANTIC_VECTORS)),
     "max_chunk_tokens": (("RAGCLI_MAX_CHUNK_TOKENS",), _parser_int(16, 8192)),
     "embed_batch_size": (("RAGCLI_EMBED_BATCH_SIZE",), _parser_int(1, 4096)),
     "index_type": (("RAGCLI_INDEX_TYPE",), _parser_choice(INDEX_TYPES)),

@@ -325,7 +325,7 @@ def test_splitter_changes_resplit_and_reuse_vectors(cli, corpus, embedder, chang
     run_ingest(cli, corpus)
     old = load()
     assert old.splitter == {"type": "semantic", "buffer_size": 1, "breakpoint_percentile": 95.0,
-                            "max_chunk_tokens": 32}
+                            "max_chunk_tokens": 32, "vectors": "window"}
     report = run_ingest(cli, corpus, *change)
     new = load()
     flag, value = change
@@ -437,3 +437,35 @@ def test_same_name_from_another_folder_is_refused_not_replaced(cli, model_env, t
     # Once the first file is gone (moved), the other folder may take its name.
     (notes / "index.md").unlink()
     assert cli("ingest", handbook, "--quiet").exit_code == 0
+
+
+@pytest.mark.parametrize(("vectors", "low", "high"), [("window", 3.0, 4.5), ("pooled", 1.8, 2.3)])
+def test_semantic_vector_modes_embed_what_they_promise(cli, model_env, tmp_path, monkeypatch, vectors, low, high):
+    """window embeds each 3-sentence window (about 3x the text) plus the chunks; pooled embeds each
+    sentence once plus the chunks (about 2x)."""
+    from ragcli.models import Embedder
+
+    sentences = [f"Sentence {i} says the {w} index keeps {i} vectors." for i, w in
+                 zip(range(60), ["flat", "hnsw", "ivf", "bm25"] * 15)]
+    folder = tmp_path / "sem"
+    folder.mkdir()
+    text = " ".join(sentences)
+    (folder / "s.md").write_text(text + "\n", encoding="utf-8")
+    seen: list[str] = []
+    original = Embedder.embed_documents
+
+    def spy(self, texts, progress=None):
+        seen.extend(texts)
+        return original(self, texts, progress)
+
+    monkeypatch.setattr(Embedder, "embed_documents", spy)
+    result = cli("ingest", folder, "--json", "--semantic-vectors", vectors, "--rebuild")
+    assert result.exit_code == 0, result.output
+    ratio = sum(len(t) for t in seen) / len(text)
+    assert low <= ratio <= high, ratio
+    from ragcli.config import load_settings
+    from ragcli.store import LocalIndex
+
+    gen = LocalIndex(load_settings().index_dir).load()
+    assert gen.splitter["vectors"] == vectors
+    assert " ".join(c.text for c in gen.chunks).split() == text.split()  # every word kept, in order

@@ -36,6 +36,7 @@ def command(
     splitter: Annotated[str | None, typer.Option("--splitter", help="semantic (embedding-based breakpoints) or sentence (fixed size). Env: RAGCLI_SPLITTER.", show_default=False)] = None,
     buffer_size: Annotated[int | None, typer.Option("--buffer-size", min=0, max=10, help="Semantic splitter: sentences on each side compared at a breakpoint. Default 1.", show_default=False)] = None,
     breakpoint_percentile: Annotated[float | None, typer.Option("--breakpoint-percentile", min=1, max=100, help="Semantic splitter: distance percentile that starts a new chunk. Default 95.", show_default=False)] = None,
+    semantic_vectors: Annotated[str | None, typer.Option("--semantic-vectors", help="Semantic splitter: window (embed each sentence window, as llama-index does) or pooled (embed each sentence once and average windows: about half the embedding work). Env: RAGCLI_SEMANTIC_VECTORS.", show_default=False)] = None,
     max_chunk_tokens: Annotated[int | None, typer.Option("--max-chunk-tokens", min=16, help="Hard cap on a chunk's length in embedding-model tokens (longer chunks are split again, never truncated). Default 256.", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Texts per embedding batch. Default 32.", show_default=False)] = None,
     index_type: Annotated[str | None, typer.Option("--index-type", help="flat (exact, default) or hnsw (approximate, for large corpora).", show_default=False)] = None,
@@ -55,11 +56,12 @@ def command(
     from rich.markup import escape
 
     from ragcli.cli._output import err, out, print_json, progress_bar, warn
-    from ragcli.config import INDEX_TYPES, SPLITTERS, TARGETS
+    from ragcli.config import INDEX_TYPES, SEMANTIC_VECTORS, SPLITTERS, TARGETS
     from ragcli.errors import UsageError
     from ragcli.ingest import ingest
 
     for name, value, choices in (("--splitter", splitter, SPLITTERS), ("--index-type", index_type, INDEX_TYPES),
+                                 ("--semantic-vectors", semantic_vectors, SEMANTIC_VECTORS),
                                  ("--target", target, TARGETS)):
         if value is not None and value not in choices:
             raise UsageError(f"{name} {value!r} is not one of: {', '.join(choices)}.")
@@ -70,7 +72,7 @@ def command(
             codecs.lookup(encoding)
         except LookupError:
             raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows (try latin-1 or cp1252).") from None
-    settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
+    settings = settings_from(semantic_vectors=semantic_vectors, databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, splitter=splitter, buffer_size=buffer_size, breakpoint_percentile=breakpoint_percentile,
                              max_chunk_tokens=max_chunk_tokens, embed_batch_size=batch_size, index_type=index_type,
                              embed_model=embed_model, models_dir=models_dir, index_dir=index_dir, target=target)
