@@ -188,3 +188,16 @@ def test_python_dash_m_and_entry_point(model_env, docs, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["sources"]
+
+
+def test_status_on_an_empty_folder_says_what_to_run(cli):
+    result = cli("status")
+    assert result.exit_code == 0
+    assert "No index in" in result.stdout and "ragcli ingest" in result.stdout
+    assert "No models in" in result.stdout and "ragcli download-model" in result.stdout
+
+
+def test_a_failing_command_prints_only_its_error_line(cli, model_env):
+    result = cli("ingest", "nowhere")
+    assert result.exit_code == 1
+    assert result.stdout == "" and result.stderr.startswith("Error: nowhere")

@@ -54,7 +54,9 @@ def progress_bar(enabled: bool = True) -> Iterator[ProgressCallback]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err(),
-        transient=False,
+        # Transient: the bars clear when the work is done (a summary follows), and nothing is left
+        # behind, not even an empty line, when a command fails before its first step.
+        transient=True,
     ) as progress:
 
         def update(stage: str, done: int, total: int) -> None:

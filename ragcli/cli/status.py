@@ -83,14 +83,17 @@ def command(
                 table.add_row(key.replace("_", " "), str(idx[key]))
             table.add_row("splitter", ", ".join(f"{k}={v}" for k, v in idx["splitter"].items()))
             console.print(table)
-        models = Table(title=f"Models in {data['models_dir']}")
-        for col in ("model", "revision", "files", "MB", "role"):
-            models.add_column(col)
-        configured = data["configured"]
-        for name, m in data["models"].items():
-            role = "embedding" if name == configured["embed_model"] else "generator" if name == configured["gen_model"] else ""
-            models.add_row(name, str(m["revision"])[:12], str(m["files"]), f"{m['bytes'] / 1e6:.1f}", role)
-        console.print(models)
+        if data["models"]:
+            models = Table(title=f"Models in {data['models_dir']}")
+            for col in ("model", "revision", "files", "MB", "role"):
+                models.add_column(col)
+            configured = data["configured"]
+            for name, m in data["models"].items():
+                role = {configured["embed_model"]: "embedding", configured["gen_model"]: "generator"}.get(name, "")
+                models.add_row(escape(name), str(m["revision"])[:12], str(m["files"]), f"{m['bytes'] / 1e6:.1f}", role)
+            console.print(models)
+        else:
+            console.print(f"No models in {data['models_dir']}. Run: ragcli download-model", highlight=False)
     if data["index"]["exists"] and not data["index"].get("ok"):
         raise IndexCorruptedError(data["index"]["error"])
 
