@@ -48,20 +48,25 @@ def progress_bar(enabled: bool = True) -> Iterator[ProgressCallback]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     tasks: dict[str, Any] = {}
-    with Progress(
+    progress = Progress(
         TextColumn("{task.description:<12}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err(),
-        # Transient: the bars clear when the work is done (a summary follows), and nothing is left
-        # behind, not even an empty line, when a command fails before its first step.
+        # Transient: the bars clear when the work is done (a summary follows).
         transient=True,
-    ) as progress:
+    )
 
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total or None)
-            progress.update(tasks[stage], completed=done, total=total or None)
+    def update(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            progress.start()  # lazily: a command that fails before its first step prints nothing here
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total or None)
+        progress.update(tasks[stage], completed=done, total=total or None)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            progress.stop()
