@@ -89,13 +89,16 @@ def command(
             elif f.status == "skipped":
                 warn(f"skipped {f.file}: {f.reason}")
         s = report.summary()
-        table = Table(title=f"Ingest into {report.index}", show_header=True)
-        for col in ("files", "added", "changed", "unchanged", "removed", "failed", "skipped", "chunks",
-                    "embedded", "tokens", "seconds"):
-            table.add_column(col, justify="right")
-        table.add_row(str(len([f for f in report.files if f.status != "removed"])), str(s["added"]), str(s["changed"]),
-                      str(s["unchanged"]), str(s["removed"]), str(s["failed"]), str(s["skipped"]),
-                      str(report.chunks_total), str(report.chunks_embedded), str(report.tokens), f"{report.seconds:.2f}")
+        table = Table(title=f"Ingest into {escape(report.index)}", show_header=False)
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        table.add_column()
+        files = len([f for f in report.files if f.status != "removed"])
+        counts = [f"{s[k]} {k}" for k in ("added", "changed", "unchanged", "removed", "failed", "skipped") if s[k]]
+        table.add_row("files", str(files), ", ".join(counts) or "none found")
+        table.add_row("chunks", str(report.chunks_total),
+                      f"{report.chunks_embedded} embedded, {report.chunks_reused} reused, {report.tokens} tokens")
+        table.add_row("time", f"{report.seconds:.2f} s", "")
         out().print(table)
         state = f"published {report.generation}" if report.published else f"unchanged, still {report.generation}"
         out().print(f"Index {state}; embedding model {report.embed_model}.", highlight=False)
