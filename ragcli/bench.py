@@ -198,6 +198,21 @@ def bench(
     return report
 
 
+def bench_targets(settings: Settings, targets: list[str], **kwargs: Any) -> dict[str, Any]:
+    """The same benchmark on several targets (e.g. local and databricks), in one report.
+
+    Each target's full report is under `targets`; the flat `metrics` are prefixed with the target
+    name (`local.dense.mrr`, `databricks.dense.mrr`) so gates can name either side."""
+    reports = {t: bench(settings.replace(target=t), **kwargs) for t in targets}
+    first = reports[targets[0]]
+    return {
+        "format": REPORT_FORMAT, "ragcli_version": __version__, "qa_file": first["qa_file"],
+        "questions": first["questions"], "k": first["k"], "targets": reports,
+        "fingerprint": {**first["fingerprint"], "targets": targets},
+        "metrics": {f"{t}.{name}": v for t, r in reports.items() for name, v in r["metrics"].items()},
+    }
+
+
 def _open(settings: Settings, embedder: Any) -> Any:
     if settings.target == "databricks":
         from ragcli.backends.databricks import open_databricks_retriever

@@ -436,3 +436,26 @@ def test_bench_never_ingests_into_a_remote_index(dbx, run, small):
     result = run("bench", "--target", "databricks", "--corpus", small, "--no-answers", "--no-startup", "--quiet")
     assert result.exit_code == 2 and "never changes a remote index" in result.stderr
     assert len(dbx.requests("upsert-data")) == before
+
+
+def test_bench_compares_local_and_databricks_in_one_run(dbx, run, small, tmp_path):
+    assert run("ingest", small, "--quiet").exit_code == 0
+    assert run("ingest", small, "--target", "databricks", "--quiet").exit_code == 0
+    qa = tmp_path / "qa.jsonl"
+    rows = [{"id": f"q{i}", "question": f"What does {name} describe?", "answers": ["x"], "sources": [name]}
+            for i, name in enumerate(SMALL_FILES)]
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "both.json"
+    result = run("bench", "--targets", "local,databricks", "--qa", qa, "--modes", "dense", "--no-answers",
+                 "--no-startup", "--quiet", "--json", out, "--fail-under", "databricks.dense.hit_rate=0.0")
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report["targets"]) == {"local", "databricks"}
+    local, remote = report["targets"]["local"], report["targets"]["databricks"]
+    # Same vectors, same exact ranking: the two targets agree on quality.
+    for name in ("hit_rate", "recall", "mrr", "ndcg"):
+        assert local["retrieval"]["dense"][name] == pytest.approx(remote["retrieval"]["dense"][name])
+    assert report["metrics"]["local.dense.mrr"] == local["metrics"]["dense.mrr"]
+    assert "Targets side by side" in result.stdout
+    assert run("bench", "--targets", "local", "--qa", qa, "--quiet").exit_code == 2
+    assert run("bench", "--targets", "local,databricks", "--target", "local", "--qa", qa, "--quiet").exit_code == 2

@@ -60,12 +60,13 @@ def command(
     databricks_host: DatabricksHostOpt = None,
     databricks_endpoint: DatabricksEndpointOpt = None,
     databricks_index: DatabricksIndexOpt = None,
+    targets: Annotated[str | None, typer.Option("--targets", help="Compare targets in one run, e.g. local,databricks: one report, metrics prefixed by target (local.dense.mrr).", show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Score retrieval (dense, bm25, hybrid) and answers (with/without context) on a QA file; time every stage."""
     from rich.markup import escape
 
-    from ragcli.bench import bench, check_gates, load_baseline, parse_threshold
+    from ragcli.bench import bench, bench_targets, check_gates, load_baseline, parse_threshold
     from ragcli.cli._output import err, print_json, progress_bar
     from ragcli.config import MODES, TARGETS, redact
     from ragcli.errors import ThresholdError, UsageError
@@ -76,14 +77,21 @@ def command(
         raise UsageError(f"--modes/--answer-mode: {', '.join(bad) or '(none)'} not among {', '.join(MODES)}.")
     if target is not None and target not in TARGETS:
         raise UsageError(f"--target {target!r} is not one of: {', '.join(TARGETS)}.")
+    target_list = [t.strip() for t in (targets or "").split(",") if t.strip()]
+    if targets is not None:
+        if target is not None:
+            raise UsageError("Pass either --target or --targets, not both.")
+        if len(target_list) < 2 or len(set(target_list)) != len(target_list) or any(t not in TARGETS for t in target_list):
+            raise UsageError(f"--targets takes two or more of: {', '.join(TARGETS)} (comma-separated).")
     unders = [parse_threshold(s) for s in fail_under or []]
     overs = [parse_threshold(s) for s in fail_over or []]
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, top_k=top_k, embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     with progress_bar(enabled=not quiet) as progress:
-        report = bench(settings, qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
+        options = dict(qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
                        pairs=pairs, startup=startup, progress=progress)
+        report = bench_targets(settings, target_list, **options) if target_list else bench(settings, **options)
     base = load_baseline(baseline, report) if baseline else None
     failures = check_gates(report, fail_under=unders, fail_over=overs, baseline=base, tolerance=tolerance)
     report["gates"] = {"failed": failures, "passed": not failures}
@@ -96,7 +104,10 @@ def command(
         else:
             json_path.write_text(text + "\n", encoding="utf-8")
     if str(json_path) != "-":
-        render(report)
+        if "targets" in report:
+            render_comparison(report)
+        else:
+            render(report)
     if failures:
         for line in failures:
             err().print(f"[red]FAILED[/] {escape(line)}", markup=True, highlight=False)
@@ -148,3 +159,25 @@ def render(report: dict) -> None:
         t3.add_row("help_over_typer", str(r["median"]), f"ragcli --help {r['seconds']} s")
     t3.add_row("peak memory", f"{report['memory']['peak_rss_mb']} MB", "")
     console.print(t3)
+
+
+def render_comparison(report: dict) -> None:
+    """Each target's report, then their retrieval and answer metrics side by side."""
+    from rich.table import Table
+
+    from ragcli.cli._output import out
+
+    names = list(report["targets"])
+    for name, r in report["targets"].items():
+        out().print(f"[bold]Target: {name}[/]", markup=True)
+        render(r)
+    table = Table(title=f"Targets side by side ({report['questions']} questions, k={report['k']})")
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
+    first = report["targets"][names[0]]["metrics"]
+    for metric in first:
+        if metric.startswith(("latency.", "ratio.", "count.")):
+            continue
+        table.add_row(metric, *(f"{report['targets'][n]['metrics'].get(metric, float('nan')):.3f}" for n in names))
+    out().print(table)
