@@ -9,7 +9,6 @@ so into a temporary folder).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -89,10 +88,6 @@ def load_qa(path: Path) -> list[QARow]:
     return rows
 
 
-def sha256_path(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _timed_pairs(a: Callable[[], Any], b: Callable[[], Any], pairs: int) -> dict[str, Any]:
     """Run a (numerator) and b (baseline) alternately after a warm-up pair; ratio per pair."""
     a(), b()
@@ -160,9 +155,11 @@ def bench(
         if settings.target == "local":
             tmp_dir = tempfile.TemporaryDirectory(prefix="ragcli-bench-")
             settings = settings.replace(index_dir=Path(tmp_dir.name) / "index")
-        report["ingest"] = _bench_ingest(corpus, settings, embedder, pairs=pairs, progress=progress)
+        report["ingest"] = _bench_ingest(corpus, settings, embedder, progress=progress)
     try:
-        retriever = _open(settings, embedder)
+        from ragcli.query import open_remote_or_local
+
+        retriever = open_remote_or_local(settings, embedder, mode="dense" if embedder is not None else "bm25")
         index_files = set(getattr(retriever.generation, "files", {}) or {})
         if index_files:
             unknown = [(r.line, s) for r in qa for s in r.sources if s not in index_files]
@@ -177,15 +174,18 @@ def bench(
                            "faiss_index_type": retriever.generation.manifest.get("faiss_index_type"),
                            "embed": retriever.generation.manifest.get("embed")}
         report["retrieval"] = {}
+        hits_by_mode: dict[str, list[Any]] = {}
         for mode in modes:
-            report["retrieval"][mode] = _bench_retrieval(qa, retriever, mode, k, settings, progress)
+            report["retrieval"][mode], hits_by_mode[mode] = _bench_retrieval(qa, retriever, mode, k, settings,
+                                                                             progress)
         if embedder is not None and "dense" in modes and settings.target == "local":
             report["retrieval_over_raw"] = _retrieval_ratio(qa, retriever, embedder, k, pairs * 4)
         if answers:
             t = time.perf_counter()
             generator = load_generator(settings)
             timings["load_generator_s"] = round(time.perf_counter() - t, 4)
-            report["answers"] = _bench_answers(qa, retriever, generator, answer_mode, k, settings, progress)
+            report["answers"] = _bench_answers(qa, retriever, generator, answer_mode, k, settings, progress,
+                                               hits=hits_by_mode.get(answer_mode))
     finally:
         if tmp_dir is not None:
             tmp_dir.cleanup()
@@ -213,21 +213,7 @@ def bench_targets(settings: Settings, targets: list[str], **kwargs: Any) -> dict
     }
 
 
-def _open(settings: Settings, embedder: Any) -> Any:
-    if settings.target == "databricks":
-        from ragcli.backends.databricks import open_databricks_retriever
-
-        return open_databricks_retriever(settings, embedder=embedder)
-    from ragcli.query import Retriever, check_index_model
-    from ragcli.store import LocalIndex
-
-    generation = LocalIndex(settings.index_dir).load()
-    if embedder is not None:
-        check_index_model(generation, settings)
-    return Retriever(generation, embedder)
-
-
-def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *, pairs: int,
+def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *,
                   progress: Progress | None) -> dict[str, Any]:
     from ragcli.ingest import ingest
 
@@ -239,7 +225,7 @@ def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *, pair
     # Baseline: one encode of the same final chunk texts with the same loaded model.
     from ragcli.store import LocalIndex
 
-    texts = [c.text for c in LocalIndex(settings.index_dir).load().chunks] if settings.target == "local" else []
+    texts = [c.text for c in LocalIndex(settings.index_dir).load(verify=False).chunks]
     t = time.perf_counter()
     if texts:
         embedder.embed_documents(texts)
@@ -272,8 +258,9 @@ def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *, pair
 
 
 def _bench_retrieval(qa: list[QARow], retriever: Any, mode: str, k: int, settings: Settings,
-                     progress: Progress | None) -> dict[str, Any]:
-    per_q, stage_samples = [], {}
+                     progress: Progress | None) -> tuple[dict[str, Any], list[Any]]:
+    """Scores and latencies of one mode, and the hits of every question (reused for the answers)."""
+    per_q, stage_samples, all_hits = [], {}, []
     values: dict[str, list[float]] = {"hit_rate": [], "recall": [], "mrr": [], "ndcg": [], "evidence_hit": []}
     for n, row in enumerate(qa, 1):
         timings: dict[str, float] = {}
@@ -281,6 +268,7 @@ def _bench_retrieval(qa: list[QARow], retriever: Any, mode: str, k: int, setting
         hits = retriever.search(row.question, k, mode, fusion=settings.fusion, alpha=settings.hybrid_alpha,
                                 timings=timings)
         timings["total"] = time.perf_counter() - t
+        all_hits.append(hits)
         for stage, secs in timings.items():
             stage_samples.setdefault(stage, []).append(secs * 1000)
         files = [h.file for h in hits]
@@ -299,7 +287,7 @@ def _bench_retrieval(qa: list[QARow], retriever: Any, mode: str, k: int, setting
     out["latency_ms"] = {stage: {k2: round(v, 3) for k2, v in M.percentiles(s).items()}
                          for stage, s in stage_samples.items()}
     out["per_question"] = per_q
-    return out
+    return out, all_hits
 
 
 def _retrieval_ratio(qa: list[QARow], retriever: Any, embedder: Any, k: int, pairs: int) -> dict[str, Any]:
@@ -324,7 +312,7 @@ def _retrieval_ratio(qa: list[QARow], retriever: Any, embedder: Any, k: int, pai
 
 
 def _bench_answers(qa: list[QARow], retriever: Any, generator: Any, mode: str, k: int, settings: Settings,
-                   progress: Progress | None) -> dict[str, Any]:
+                   progress: Progress | None, hits: list[Any] | None = None) -> dict[str, Any]:
     from ragcli.query import bare_prompt, build_prompt
 
     ctx_scores: dict[str, list[float]] = {"exact_match": [], "token_f1": [], "contained": []}
@@ -332,8 +320,9 @@ def _bench_answers(qa: list[QARow], retriever: Any, generator: Any, mode: str, k
     gen_ctx, gen_bare, per_q = [], [], []
     changed = left_out = truncated = 0
     for n, row in enumerate(qa, 1):
-        hits = retriever.search(row.question, k, mode, fusion=settings.fusion, alpha=settings.hybrid_alpha)
-        plan = build_prompt(row.question, hits, generator)
+        row_hits = hits[n - 1] if hits is not None else retriever.search(
+            row.question, k, mode, fusion=settings.fusion, alpha=settings.hybrid_alpha)
+        plan = build_prompt(row.question, row_hits, generator)
         left_out += plan.left_out
         truncated += int(plan.truncated)
         t = time.perf_counter()
@@ -382,7 +371,8 @@ def _startup_ratio(pairs: int) -> dict[str, Any]:
 def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes: tuple[str, ...],
                 answer_mode: str) -> dict[str, Any]:
     """Everything needed to reproduce the run (no secrets)."""
-    from ragcli.ingest import _library_versions
+    from ragcli.ingest import library_versions
+    from ragcli.store import sha256_file
 
     index = report.get("index", {})
     try:
@@ -400,7 +390,7 @@ def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes
                       "answer_mode": answer_mode, "max_new_tokens": settings.max_new_tokens},
         "index_type": index.get("faiss_index_type"),
         "corpus_sha256": index.get("corpus_sha256"),
-        "qa_sha256": sha256_path(qa_path),
+        "qa_sha256": sha256_file(qa_path),
         "target": settings.target,
         "ragcli_version": __version__,
         "python": platform.python_version(),
@@ -408,7 +398,7 @@ def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
-        "libraries": _library_versions(),
+        "libraries": library_versions(),
     }
 
 

@@ -99,10 +99,6 @@ class DatabricksAuthError(DatabricksError):
     """Databricks rejected or is missing credentials."""
 
 
-class PartialIngestError(RagcliError):
-    """Some documents failed; the good ones were indexed. Raised after the index is committed."""
-
-
 class ThresholdError(RagcliError):
     """bench: one or more metrics fell below a --fail-under value or regressed against a baseline."""
 

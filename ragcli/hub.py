@@ -518,8 +518,8 @@ def _check_disk_space(ctx: _Context, needed: int) -> None:
         return
     if needed > free:
         raise ModelDownloadError(
-            f"Not enough disk space for {ctx.repo_id} in {ctx.models_dir}: it needs {_human(needed)}, "
-            f"{_human(free)} is free; free some space or choose another --models-dir."
+            f"Not enough disk space for {ctx.repo_id} in {ctx.models_dir}: it needs {human_bytes(needed)}, "
+            f"{human_bytes(free)} is free; free some space or choose another --models-dir."
         )
 
 
@@ -796,7 +796,8 @@ def _translate(exc: Exception, ctx: _Context) -> str | None:
     return None
 
 
-def _human(n: int) -> str:
+def human_bytes(n: int) -> str:
+    """A byte count for people: 512 B, 1.5 KB, 3.2 MB, 1.1 GB."""
     size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":

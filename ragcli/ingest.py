@@ -81,25 +81,6 @@ class IngestReport:
         return data
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _check_model(prior_embed: dict[str, Any], model: str, revision: str, index_dir: Path) -> None:
-    old_model, old_rev = prior_embed.get("model"), prior_embed.get("revision")
-    if old_model != model or old_rev != revision:
-        old = f"{old_model}@{str(old_rev)[:12]}"
-        new = f"{model}@{revision[:12]}"
-        raise IndexModelMismatchError(
-            f"The index in {index_dir} was built with {old} ({prior_embed.get('dim')}-d); this run uses {new}. "
-            "Run: ragcli ingest --rebuild <paths> (or pass --embed-model with the index's model)."
-        )
-
-
 def ingest(
     paths: list[Path | str],
     settings: Settings,
@@ -144,7 +125,7 @@ def ingest(
                 "embed": plan.embed_info,
                 "splitter": plan.splitter,
                 "corpus_sha256": plan.corpus_fingerprint(),
-                "library_versions": _library_versions(),
+                "library_versions": library_versions(),
             }
             extra = [_bm25_writer(plan.chunks)]
             if progress:
@@ -187,7 +168,6 @@ def plan_ingest(
     prior_files: dict[str, Any],
     prior_embed: dict[str, Any] | None,
     prior_splitter: dict[str, Any] | None,
-    prior_vectors: Callable[[list[str]], dict[str, Any]] | None = None,
     encoding: str | None = None,
     progress: Progress | None = None,
     embedder: Embedder | None = None,
@@ -198,9 +178,9 @@ def plan_ingest(
     [chunk rows], status}. The caller publishes the plan."""
     from ragcli.loaders import discover, load_text
     from ragcli.models import load_embedder
-    from ragcli.registry import resolve_model
+    from ragcli.registry import model_mismatch, resolve_model
     from ragcli.splitting import SplitterSettings
-    from ragcli.store import Chunk, chunk_id
+    from ragcli.store import Chunk, chunk_id, sha256_file, text_key
 
     path_list = [Path(p) for p in paths]
     sources = discover(path_list)
@@ -236,7 +216,11 @@ def plan_ingest(
         resolved = resolve_model(settings.embed_model, settings.models_dir, role="embedding model")
         model_id, revision = settings.embed_model, resolved.revision
     if prior_embed is not None:
-        _check_model(prior_embed, model_id, revision, settings.index_dir)
+        problem = model_mismatch(prior_embed, model_id, revision, f"The index in {settings.index_dir}")
+        if problem:
+            raise IndexModelMismatchError(
+                f"{problem} Run: ragcli ingest --rebuild <paths> (or pass --embed-model with the index's model)."
+            )
 
     baseline = [embedder.texts_embedded if embedder is not None else 0]
 
@@ -264,8 +248,6 @@ def plan_ingest(
     splitter = None
     reuse_by_text: dict[str, int] = {}  # text key -> prior chunk id with that text (vector reuse)
     if prior_files:
-        from ragcli.store import text_key
-
         for meta in prior_files.values():
             for row in meta.get("chunks", []):
                 reuse_by_text.setdefault(text_key(row["text"]), int(row["id"]))
@@ -297,7 +279,7 @@ def plan_ingest(
             progress("files", number - 1, len(sources))
         old = prior_files.get(src.relpath)
         try:
-            sha = file_sha256(src.path)
+            sha = sha256_file(src.path)
         except OSError as exc:
             report.files.append(FileResult(src.relpath, "failed", reason=f"cannot read: {exc.strerror or exc}"))
             if old:
@@ -336,8 +318,6 @@ def plan_ingest(
                       tokens=emb.count_tokens(piece))
             chunks.append(c)
             rows.append(c.to_json())
-            from ragcli.store import text_key
-
             reuse = reuse_by_text.get(text_key(piece))
             if reuse is not None:
                 new_vectors[c.id] = ("reuse", reuse)
@@ -359,8 +339,9 @@ def plan_ingest(
 
     # Files indexed before under an ingested folder but gone now are removed; others are kept.
     ingested_now = {os.path.realpath(src.path) for src in sources}
+    reported = {f.file for f in report.files}
     for relpath, old in prior_files.items():
-        if relpath in files or any(f.file == relpath for f in report.files):
+        if relpath in files or relpath in reported:
             continue
         if _gone(relpath, old.get("root"), folder_args, ingested_now):
             report.files.append(FileResult(relpath, "removed", chunks=len(old.get("chunks", []))))
@@ -472,7 +453,7 @@ def _bm25_writer(chunks: list[Chunk]) -> Callable[[Path], list[Path]]:
     return write
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragcli.errors import ModelLoadError
-from ragcli.registry import ResolvedModel, resolve_model
+from ragcli.registry import resolve_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -188,10 +188,6 @@ def _llama_adapter(embedder: Embedder) -> Any:
     return _RagcliEmbedding(embedder)
 
 
-def resolve(model: str, settings: Settings, role: str) -> ResolvedModel:
-    return resolve_model(model, settings.models_dir, role=role)
-
-
 @functools.lru_cache(maxsize=4)
 def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> Embedder:
     _quiet_libraries()
@@ -236,7 +232,7 @@ def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> 
 
 def load_embedder(settings: Settings) -> Embedder:
     """The configured embedding model, loaded once per process."""
-    resolved = resolve(settings.embed_model, settings, "embedding model")
+    resolved = resolve_model(settings.embed_model, settings.models_dir, role="embedding model")
     with _LOCK:
         return _load_embedder(str(resolved.path), settings.embed_model, resolved.revision, settings.embed_batch_size)
 
@@ -270,21 +266,23 @@ class Generator:
             )
         return prompt
 
+    @property
+    def _add_special_tokens(self) -> bool:
+        # A rendered chat template already holds the special tokens.
+        return self.kind == "seq2seq" or not self.chat_template
+
     def count_tokens(self, prompt: str) -> int:
         """Tokens the model will see for `prompt` (chat template and special tokens included)."""
-        rendered = self._render(prompt)
-        special = self.kind == "seq2seq" or not self.chat_template
-        return len(self._tokenizer(rendered, add_special_tokens=special, verbose=False)["input_ids"])
+        enc = self._tokenizer(self._render(prompt), add_special_tokens=self._add_special_tokens, verbose=False)
+        return len(enc["input_ids"])
 
     def generate(self, prompt: str, max_new_tokens: int = 64) -> Generation:
         import torch
 
-        rendered = self._render(prompt)
-        special = self.kind == "seq2seq" or not self.chat_template
         enc = self._tokenizer(
-            rendered,
+            self._render(prompt),
             return_tensors="pt",
-            add_special_tokens=special,
+            add_special_tokens=self._add_special_tokens,
             truncation=True,
             max_length=self.max_input_tokens,
             verbose=False,
@@ -369,7 +367,7 @@ def _input_limit(tokenizer: Any, config: Any) -> int:
 
 def load_generator(settings: Settings) -> Generator:
     """The configured generator, loaded once per process."""
-    resolved = resolve(settings.gen_model, settings, "generator")
+    resolved = resolve_model(settings.gen_model, settings.models_dir, role="generator")
     with _LOCK:
         return _load_generator(str(resolved.path), settings.gen_model, resolved.revision, settings.max_new_tokens)
 

@@ -131,34 +131,29 @@ class Retriever:
 
 def check_index_model(generation: Generation, settings: Settings) -> None:
     """Refuse to query an index with an embedding model other than the one it was built with."""
-    from ragcli.registry import resolve_model
+    from ragcli.registry import model_mismatch, resolve_model
 
     embed = generation.embed
-    if embed.get("model") != settings.embed_model:
+    revision = None  # only resolved when the names agree: a different model is refused either way
+    if embed.get("model") == settings.embed_model:
+        revision = resolve_model(settings.embed_model, settings.models_dir, role="embedding model").revision
+    problem = model_mismatch(embed, settings.embed_model, revision, f"The index in {settings.index_dir}")
+    if problem:
         raise IndexModelMismatchError(
-            f"The index in {settings.index_dir} was built with {embed.get('model')} ({embed.get('dim')}-d); "
-            f"this query uses {settings.embed_model}. Pass --embed-model {embed.get('model')}, or run: "
-            "ragcli ingest --rebuild <paths>"
-        )
-    resolved = resolve_model(settings.embed_model, settings.models_dir, role="embedding model")
-    if resolved.revision != embed.get("revision"):
-        raise IndexModelMismatchError(
-            f"The index in {settings.index_dir} was built with {settings.embed_model} at revision "
-            f"{str(embed.get('revision'))[:12]}, but {resolved.revision[:12]} is installed. "
-            "Run: ragcli ingest --rebuild <paths>"
+            f"{problem} Pass --embed-model {embed.get('model')}, or run: ragcli ingest --rebuild <paths>"
         )
 
 
-def open_retriever(settings: Settings, mode: str) -> Retriever:
-    """Load the published local index (verified) and, for dense/hybrid, its embedding model."""
+def open_retriever(settings: Settings, mode: str, embedder: Embedder | None = None) -> Retriever:
+    """Load the published local index (verified) and, for dense/hybrid, its embedding model (loaded
+    here unless a loaded one is given)."""
     from ragcli.models import load_embedder
     from ragcli.store import LocalIndex
 
     generation = LocalIndex(settings.index_dir).load()
-    embedder = None
-    if mode in ("dense", "hybrid"):
+    if mode in ("dense", "hybrid") or embedder is not None:
         check_index_model(generation, settings)
-        embedder = load_embedder(settings)
+        embedder = embedder or load_embedder(settings)
         if embedder.dim != int(generation.embed.get("dim", embedder.dim)):
             raise IndexModelMismatchError(
                 f"The index has {generation.embed.get('dim')}-d vectors but {settings.embed_model} gives "
@@ -282,10 +277,11 @@ def answer(
     return result
 
 
-def open_remote_or_local(settings: Settings) -> Any:
-    """A retriever for the configured target."""
+def open_remote_or_local(settings: Settings, embedder: Embedder | None = None, mode: str | None = None) -> Any:
+    """A retriever for the configured target; `mode` (default: the configured one) decides whether the
+    embedding model is needed."""
     if settings.target == "databricks":
         from ragcli.backends.databricks import open_databricks_retriever
 
-        return open_databricks_retriever(settings)
-    return open_retriever(settings, settings.mode)
+        return open_databricks_retriever(settings, embedder=embedder)
+    return open_retriever(settings, mode or settings.mode, embedder)

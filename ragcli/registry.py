@@ -140,6 +140,18 @@ def resolve_model(model: str, models_dir: Path, *, role: str = "model") -> Resol
     return ResolvedModel(name=model, path=snapshot, revision=str(entry["revision"]), repo_id=model)
 
 
+def model_mismatch(recorded: dict[str, Any], model: str, revision: str | None, where: str) -> str | None:
+    """Why an index whose embedding record is `recorded` cannot be used with `model` at `revision`
+    (None when it can). `revision` None means "not resolved": only the model name is compared.
+    `where` names the index, e.g. "The index in ./ragcli-index"."""
+    same_rev = revision is None or recorded.get("revision") == revision
+    if recorded.get("model") == model and same_rev:
+        return None
+    old = f"{recorded.get('model')}@{str(recorded.get('revision'))[:12]}"
+    new = model if revision is None else f"{model}@{revision[:12]}"
+    return f"{where} was built with {old} ({recorded.get('dim')}-d); this run uses {new}."
+
+
 def list_models(models_dir: Path) -> dict[str, dict[str, Any]]:
     """The lock entries, for the status command."""
     return read_lock(models_dir)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -118,6 +119,19 @@ def _write_text(path: Path, text: str) -> None:
             os.fsync(fh.fileno())
     except OSError as exc:
         raise _named(exc, path) from None
+
+
+def _reports_write_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an OSError while writing (disk full, I/O error, permissions) into one clear IndexWriteError."""
+
+    @functools.wraps(method)
+    def wrapper(self: LocalIndex, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+
+    return wrapper
 
 
 class Generation:
@@ -397,6 +411,19 @@ class LocalIndex:
         numbers = [int(n.split("-")[1]) for n in self.generations() if n.split("-")[1].isdigit()]
         return f"gen-{(max(numbers) if numbers else 0) + 1:06d}"
 
+    def _write_error(self, exc: OSError) -> IndexWriteError:
+        try:
+            current = self.current_name()
+        except IndexCorruptedError:
+            current = None
+        where = f" ({exc.filename})" if exc.filename else ""
+        kept = f"the index still serves {current}" if current else "no generation was published"
+        return IndexWriteError(
+            f"Cannot write the index in {self.root}: {exc.strerror or exc}{where}; {kept}. "
+            "Free disk space (or fix the folder's permissions) and run the ingest again."
+        )
+
+    @_reports_write_errors
     def write_generation(
         self,
         chunks: list[Chunk],
@@ -411,31 +438,6 @@ class LocalIndex:
 
         A failed write (disk full, I/O error, permissions) raises an `IndexWriteError` saying so; the published
         generation is then the one before (what is left behind is removed by the next writer)."""
-        try:
-            return self._write_generation(chunks, vectors, files, manifest, index_type=index_type,
-                                          extra_writers=extra_writers)
-        except OSError as exc:
-            try:
-                current = self.current_name()
-            except IndexCorruptedError:
-                current = None
-            where = f" ({exc.filename})" if exc.filename else ""
-            kept = f"the index still serves {current}" if current else "no generation was published"
-            raise IndexWriteError(
-                f"Cannot write the index in {self.root}: {exc.strerror or exc}{where}; {kept}. "
-                "Free disk space (or fix the folder's permissions) and run the ingest again."
-            ) from exc
-
-    def _write_generation(
-        self,
-        chunks: list[Chunk],
-        vectors: np.ndarray,
-        files: dict[str, Any],
-        manifest: dict[str, Any],
-        *,
-        index_type: str = "flat",
-        extra_writers: list[Callable[[Path], list[Path]]] | None = None,
-    ) -> str:
         import faiss
         import numpy as np
 
@@ -517,6 +519,7 @@ class LocalIndex:
             if name not in keep:
                 shutil.rmtree(self.root / name, ignore_errors=True)
 
+    @_reports_write_errors
     def rollback(self) -> str:
         """Point CURRENT at the previous generation (call under the lock). Returns its name."""
         try:

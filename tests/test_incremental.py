@@ -446,7 +446,7 @@ def test_semantic_vector_modes_embed_what_they_promise(cli, model_env, tmp_path,
     from ragcli.models import Embedder
 
     sentences = [f"Sentence {i} says the {w} index keeps {i} vectors." for i, w in
-                 zip(range(60), ["flat", "hnsw", "ivf", "bm25"] * 15)]
+                 zip(range(60), ["flat", "hnsw", "ivf", "bm25"] * 15, strict=True)]
     folder = tmp_path / "sem"
     folder.mkdir()
     text = " ".join(sentences)

@@ -779,12 +779,10 @@ def _parse_manifest(text: Any) -> dict[str, Any] | None:
     return data
 
 
-def _model_mismatch(cfg: DatabricksConfig, embed: dict[str, Any], model: str, revision: str) -> str | None:
-    if embed.get("model") == model and embed.get("revision") == revision:
-        return None
-    old = f"{embed.get('model')}@{str(embed.get('revision'))[:12]}"
-    return (f"The Databricks index {cfg.index} was built with {old} ({embed.get('dim')}-d); this run uses "
-            f"{model}@{revision[:12]}.")
+def _model_mismatch(cfg: DatabricksConfig, embed: dict[str, Any], model: str, revision: str | None) -> str | None:
+    from ragcli.registry import model_mismatch
+
+    return model_mismatch(embed, model, revision, f"The Databricks index {cfg.index}")
 
 
 def _dimension_mismatch(cfg: DatabricksConfig, remote_dim: int, model: str, dim: int,
@@ -1128,9 +1126,8 @@ def _check_query_model(cfg: DatabricksConfig, generation: DatabricksGeneration, 
         model, revision = embedder.model_id, embedder.revision
     else:
         model = settings.embed_model
-        if embed.get("model") != model:
-            revision = "?"
-        else:
+        revision = None  # only resolved when the names agree: a different model is refused either way
+        if embed.get("model") == model:
             revision = resolve_model(model, settings.models_dir, role="embedding model").revision
     problem = _model_mismatch(cfg, embed, model, revision)
     if problem:

@@ -54,6 +54,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+def check_choices(*checks: tuple[str, str | None, tuple[str, ...]]) -> None:
+    """(flag, value, allowed) for each choice flag: a value not allowed is a usage error (exit 2)."""
+    from ragcli.errors import UsageError
+
+    for flag, value, allowed in checks:
+        if value is not None and value not in allowed:
+            raise UsageError(f"{flag} {value!r} is not one of: {', '.join(allowed)}.")
+
+
 def settings_from(**flags: Any):  # -> Settings (kept light: config imports nothing heavy)
     """Resolve settings with the given flags on top (None = flag not given)."""
     from ragcli.config import load_settings

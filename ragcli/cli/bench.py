@@ -18,6 +18,7 @@ from ragcli.cli._options import (
     QuietOpt,
     TargetOpt,
     TopKOpt,
+    check_choices,
     settings_from,
 )
 
@@ -75,8 +76,7 @@ def command(
     bad = [m for m in (*mode_list, answer_mode) if m not in MODES]
     if bad or not mode_list:
         raise UsageError(f"--modes/--answer-mode: {', '.join(bad) or '(none)'} not among {', '.join(MODES)}.")
-    if target is not None and target not in TARGETS:
-        raise UsageError(f"--target {target!r} is not one of: {', '.join(TARGETS)}.")
+    check_choices(("--target", target, TARGETS))
     target_list = [t.strip() for t in (targets or "").split(",") if t.strip()]
     if targets is not None:
         if target is not None:

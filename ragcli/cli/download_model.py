@@ -122,6 +122,7 @@ def _print_table(results: list) -> None:
     from rich.table import Table
 
     from ragcli.cli._output import out
+    from ragcli.hub import human_bytes
 
     table = Table(title="Models", title_justify="left")
     table.add_column("model", overflow="fold")
@@ -133,7 +134,7 @@ def _print_table(results: list) -> None:
         commit = r.revision[:12]
         if r.requested not in (r.revision, "main"):
             commit += f" ({r.requested})"
-        table.add_row(r.repo_id, commit, str(len(r.files)), _human(r.bytes), _short_path(r.path))
+        table.add_row(r.repo_id, commit, str(len(r.files)), human_bytes(r.bytes), _short_path(r.path))
     out().print(table)
 
 
@@ -142,12 +143,3 @@ def _short_path(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover

@@ -18,6 +18,7 @@ from ragcli.cli._options import (
     ModeOpt,
     TargetOpt,
     TopKOpt,
+    check_choices,
     settings_from,
 )
 
@@ -53,12 +54,9 @@ def command(
     """Answer a question, with retrieved context (--context), without it, or both (--compare)."""
     from ragcli.cli._output import print_json
     from ragcli.config import FUSIONS, MODES, TARGETS
-    from ragcli.errors import UsageError
     from ragcli.query import answer
 
-    for name, value, choices in (("--mode", mode, MODES), ("--fusion", fusion, FUSIONS), ("--target", target, TARGETS)):
-        if value is not None and value not in choices:
-            raise UsageError(f"{name} {value!r} is not one of: {', '.join(choices)}.")
+    check_choices(("--mode", mode, MODES), ("--fusion", fusion, FUSIONS), ("--target", target, TARGETS))
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, top_k=top_k, mode=mode, fusion=fusion, hybrid_alpha=alpha, max_new_tokens=max_new_tokens,
                              embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
