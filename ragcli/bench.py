@@ -28,8 +28,8 @@ from ragcli.errors import BaselineError, QAFileError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ragcli.config import Settings
+    from ragcli.types import Progress
 
-Progress = Callable[[str, int, int], None]
 REPORT_FORMAT = 1
 # Metrics where lower is better (ratios, latencies, counters); every other metric: higher is better.
 LOWER_IS_BETTER_PREFIXES = ("ratio.", "latency.", "count.")
@@ -372,7 +372,7 @@ def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes
                 answer_mode: str) -> dict[str, Any]:
     """Everything needed to reproduce the run (no secrets)."""
     from ragcli.ingest import library_versions
-    from ragcli.store import sha256_file
+    from ragcli.types import sha256_file
 
     index = report.get("index", {})
     try:

@@ -33,9 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ragcli.config import Settings
     from ragcli.loaders import SourceFile
     from ragcli.models import Embedder
-    from ragcli.store import Chunk
+    from ragcli.types import Chunk, Progress
 
-Progress = Callable[[str, int, int], None]
 FLUSH_TEXTS = 256  # embed pending chunk texts in groups of about this many, across files
 
 
@@ -180,7 +179,7 @@ def plan_ingest(
     from ragcli.models import load_embedder
     from ragcli.registry import model_mismatch, resolve_model
     from ragcli.splitting import SplitterSettings
-    from ragcli.store import Chunk, chunk_id, sha256_file, text_key
+    from ragcli.types import Chunk, chunk_id, sha256_file, text_key
 
     path_list = [Path(p) for p in paths]
     sources = discover(path_list)
@@ -414,7 +413,7 @@ def _gone(relpath: str, root: str | None, folder_args: set[str], ingested_now: s
 
 
 def _keep(meta: dict[str, Any], chunks: list[Chunk], kept_ids: list[int]) -> None:
-    from ragcli.store import Chunk
+    from ragcli.types import Chunk
 
     for row in meta.get("chunks", []):
         chunks.append(Chunk.from_json(row))

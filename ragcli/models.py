@@ -238,7 +238,9 @@ def load_embedder(settings: Settings) -> Embedder:
 
 
 @dataclass
-class Generation:
+class Completion:
+    """What the generator produced for one prompt."""
+
     text: str
     prompt_tokens: int
     new_tokens: int
@@ -276,7 +278,7 @@ class Generator:
         enc = self._tokenizer(self._render(prompt), add_special_tokens=self._add_special_tokens, verbose=False)
         return len(enc["input_ids"])
 
-    def generate(self, prompt: str, max_new_tokens: int = 64) -> Generation:
+    def generate(self, prompt: str, max_new_tokens: int = 64) -> Completion:
         import torch
 
         enc = self._tokenizer(
@@ -303,7 +305,7 @@ class Generator:
         prompt_len = int(inputs["input_ids"].shape[1])
         ids = output[0] if self.kind == "seq2seq" else output[0][prompt_len:]
         text = self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
-        return Generation(text=text.strip(), prompt_tokens=prompt_len, new_tokens=int(len(ids)))
+        return Completion(text=text.strip(), prompt_tokens=prompt_len, new_tokens=int(len(ids)))
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """The first `max_tokens` generator tokens of `text`, as text."""

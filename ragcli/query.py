@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ragcli.errors import IndexModelMismatchError, RagcliError
+from ragcli.types import Hit
 
 if TYPE_CHECKING:  # pragma: no cover
     from ragcli.config import Settings
@@ -31,16 +32,6 @@ CONTEXT_PROMPT = (
 BARE_PROMPT = "Answer the question.\n\nQuestion: {question}\nAnswer:"
 NO_CONTEXT_ANSWER = "Not enough context: the index returned no passage for this question."
 HYBRID_DEPTH = 4  # fuse from this many times k candidates of each list
-
-
-@dataclass
-class Hit:
-    chunk_id: int
-    file: str
-    position: int
-    score: float
-    text: str
-    rank: int = 0
 
 
 @dataclass

@@ -21,19 +21,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragcli.errors import IndexCorruptedError, IndexLockedError, IndexNotFoundError, IndexWriteError
+from ragcli.types import Chunk, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -49,45 +48,6 @@ KEEP_GENERATIONS = 2  # the published one and the one before it
 
 def _after_step(step: str) -> None:
     """Called after each step of writing a generation. A no-op; fault-injection tests replace it."""
-
-
-@dataclass
-class Chunk:
-    id: int
-    file: str  # path relative to the ingested root
-    position: int  # order of the chunk in its file, from 0
-    text: str
-    tokens: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "file": self.file, "position": self.position, "text": self.text,
-                "tokens": self.tokens, "metadata": self.metadata}
-
-    @classmethod
-    def from_json(cls, row: dict[str, Any]) -> Chunk:
-        return cls(id=int(row["id"]), file=str(row["file"]), position=int(row["position"]), text=str(row["text"]),
-                   tokens=int(row.get("tokens", 0)), metadata=dict(row.get("metadata") or {}))
-
-
-def chunk_id(relpath: str, text: str, occurrence: int = 0) -> int:
-    """A stable 63-bit id from the file and the chunk's content (not its position), so inserting text
-    elsewhere in a file does not change the ids of untouched chunks."""
-    digest = hashlib.sha256(f"{relpath}\0{occurrence}\0{text}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
-
-
-def text_key(text: str) -> str:
-    """Key of a chunk text in the vector cache (same model, same text → same vector)."""
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _named(exc: OSError, path: Path) -> OSError:

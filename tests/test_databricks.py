@@ -314,7 +314,7 @@ def test_an_interrupted_ingest_is_finished_by_the_next_one(dbx, run, small):
     assert {f["file"]: f["status"] for f in report["files"]}["overview.md"] == "changed"
     assert report["chunks_embedded"] == 0  # the interrupted run's rows are trusted for their vectors only
     manifest = json.loads([r for r in emu.rows(IDX) if r["kind"] == "manifest"][0]["text"])
-    from ragcli.store import sha256_file
+    from ragcli.types import sha256_file
 
     assert manifest["files"]["overview.md"]["sha256"] == sha256_file(small / "overview.md")
     assert len(chunk_rows(emu)) == report["chunks_total"] == manifest["chunks"]

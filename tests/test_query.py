@@ -8,7 +8,8 @@ import pytest
 
 from ragcli.errors import RagcliError
 from ragcli.models import load_generator
-from ragcli.query import CONTEXT_PROMPT, NO_CONTEXT_ANSWER, Hit, answer, build_prompt, open_retriever
+from ragcli.query import CONTEXT_PROMPT, NO_CONTEXT_ANSWER, answer, build_prompt, open_retriever
+from ragcli.types import Hit
 
 pytestmark = pytest.mark.slow
 

@@ -150,7 +150,7 @@ def _rewrite_with_one_vector_less(gen: Path) -> None:
     (what a writer that replaced the vectors but not the table would leave)."""
     import faiss
 
-    from ragcli.store import sha256_file
+    from ragcli.types import sha256_file
 
     index = faiss.read_index(str(gen / "vectors.faiss"))
     last = faiss.vector_to_array(index.id_map)[-1]

@@ -69,9 +69,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ragcli.config import Settings
     from ragcli.ingest import IngestPlan, IngestReport
     from ragcli.models import Embedder
-    from ragcli.query import Hit
+    from ragcli.types import Hit, Progress
 
-Progress = Callable[[str, int, int], None]
 
 INSTALL_HINT = "The databricks target needs extra packages. Run: pip install 'ragcli[databricks]'"
 MANIFEST_ID = "__ragcli_manifest__"
@@ -1080,7 +1079,7 @@ class DatabricksRetriever:
     def search(self, question: str, k: int, mode: str, *, fusion: str = "rrf", alpha: float = 0.5,
                timings: dict[str, float] | None = None) -> list[Hit]:
         """Top `k` chunks. `fusion` and `alpha` do not apply: the service fuses hybrid results itself."""
-        from ragcli.query import Hit
+        from ragcli.types import Hit
 
         timings = {} if timings is None else timings
         if mode not in ("dense", "hybrid", "bm25"):
@@ -1152,7 +1151,7 @@ def _read_manifest_row(remote: Remote, index: Any, dim: int) -> dict[str, Any] |
 def open_databricks_retriever(settings: Settings, embedder: Embedder | None = None) -> DatabricksRetriever:
     """Open the configured index for searching: check that ragcli built it with this embedding model.
     The embedding model is loaded now for dense/hybrid (or taken from `embedder`)."""
-    from ragcli.store import Chunk
+    from ragcli.types import Chunk
 
     client_class()
     cfg = resolve_config(settings, need_endpoint=False)
