@@ -130,55 +130,53 @@ def bench(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the report (a JSON-able dict). Never changes the configured index."""
+    from ragcli.errors import IndexNotFoundError, UsageError
     from ragcli.models import load_embedder, load_generator
-    from ragcli.store import LocalIndex
+    from ragcli.retrieval import open_retriever
+    from ragcli.targets import open_target, target_class
 
-    if corpus and settings.target != "local":
-        from ragcli.errors import UsageError
-
-        raise UsageError("bench never changes a remote index: drop --corpus and run "
-                         "`ragcli ingest --target databricks <paths>` first.")
+    kind = target_class(settings.target)
+    if corpus and not kind.capabilities.scratch_copy:
+        raise UsageError(f"bench never changes a remote index: drop --corpus and run "
+                         f"`ragcli ingest --target {kind.kind} <paths>` first.")
     k = k or settings.top_k
     qa = load_qa(qa_path)
     report: dict[str, Any] = {"format": REPORT_FORMAT, "ragcli_version": __version__, "qa_file": str(qa_path),
-                              "questions": len(qa), "k": k, "target": settings.target}
+                              "questions": len(qa), "k": k, "target": kind.kind}
     timings: dict[str, Any] = {}
     t = time.perf_counter()
-    embedder = load_embedder(settings) if any(m in ("dense", "hybrid") for m in modes) or corpus or \
-        settings.target == "databricks" else None
+    embedder = load_embedder(settings) if any(m in ("dense", "hybrid") for m in modes) or corpus else None
     timings["load_embedder_s"] = round(time.perf_counter() - t, 4)
 
+    if corpus is None and kind.capabilities.scratch_copy:
+        try:
+            open_target(settings).open()
+        except IndexNotFoundError:  # nothing ingested yet: measure the QA file's own folder
+            corpus = [qa_path.parent]
     tmp_dir = None
-    if corpus is None and settings.target == "local" and not LocalIndex(settings.index_dir).exists():
-        corpus = [qa_path.parent]
     if corpus:
-        if settings.target == "local":
-            tmp_dir = tempfile.TemporaryDirectory(prefix="ragcli-bench-")
-            settings = settings.replace(index_dir=Path(tmp_dir.name) / "index")
+        tmp_dir = tempfile.TemporaryDirectory(prefix="ragcli-bench-")
+        settings = kind.scratch_settings(settings, Path(tmp_dir.name))
         report["ingest"] = _bench_ingest(corpus, settings, embedder, progress=progress)
     try:
-        from ragcli.query import open_remote_or_local
-
-        retriever = open_remote_or_local(settings, embedder, mode="dense" if embedder is not None else "bm25")
-        index_files = set(getattr(retriever.generation, "files", {}) or {})
+        retriever = open_retriever(settings, embedder, mode="dense" if embedder is not None else "bm25")
+        info = retriever.info
+        index_files = set(info.files)
         if index_files:
             unknown = [(r.line, s) for r in qa for s in r.sources if s not in index_files]
             if unknown:
                 line, src = unknown[0]
                 raise QAFileError(f"{qa_path}:{line}: source {src!r} is not a file of the index "
                                   f"({len(unknown)} such label(s)); sources are paths relative to the ingested folder.")
-        report["index"] = {"generation": getattr(retriever.generation, "name", None),
-                           "chunks": len(getattr(retriever.generation, "chunks", []) or []),
-                           "files": len(index_files), "corpus_sha256": retriever.generation.manifest.get("corpus_sha256"),
-                           "splitter": retriever.generation.manifest.get("splitter"),
-                           "faiss_index_type": retriever.generation.manifest.get("faiss_index_type"),
-                           "embed": retriever.generation.manifest.get("embed")}
+        report["index"] = {"generation": info.name, "chunks": info.chunks, "files": len(index_files),
+                           "corpus_sha256": info.corpus_sha256, "splitter": info.splitter,
+                           "index_type": info.index_type, "embed": info.embed}
         report["retrieval"] = {}
         hits_by_mode: dict[str, list[Any]] = {}
         for mode in modes:
             report["retrieval"][mode], hits_by_mode[mode] = _bench_retrieval(qa, retriever, mode, k, settings,
                                                                              progress)
-        if embedder is not None and "dense" in modes and settings.target == "local":
+        if embedder is not None and "dense" in modes and retriever.target.capabilities.raw_search:
             report["retrieval_over_raw"] = _retrieval_ratio(qa, retriever, embedder, k, pairs * 4)
         if answers:
             t = time.perf_counter()
@@ -223,9 +221,9 @@ def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *,
     seconds = time.perf_counter() - t
     embedded_first = embedder.texts_embedded - before
     # Baseline: one encode of the same final chunk texts with the same loaded model.
-    from ragcli.store import LocalIndex
+    from ragcli.targets import open_target
 
-    texts = [c.text for c in LocalIndex(settings.index_dir).load(verify=False).chunks]
+    texts = [c.text for c in open_target(settings).chunks()]
     t = time.perf_counter()
     if texts:
         embedder.embed_documents(texts)
@@ -294,8 +292,7 @@ def _retrieval_ratio(qa: list[QARow], retriever: Any, embedder: Any, k: int, pai
     """ragcli's dense retrieval vs one raw encode + one raw FAISS search, same model, index and k."""
     import numpy as np
 
-    index = retriever.generation.faiss_index()
-    hf = embedder._hf  # the loaded llama-index/sentence-transformers model, used raw
+    target = retriever.target
     questions = [r.question for r in qa]
     state = {"i": 0}
 
@@ -305,8 +302,8 @@ def _retrieval_ratio(qa: list[QARow], retriever: Any, embedder: Any, k: int, pai
     def raw() -> None:
         q = questions[state["i"] % len(questions)]
         state["i"] += 1
-        v = np.asarray(hf.get_query_embedding(q), dtype=np.float32)[None, :]
-        index.search(v, min(k, max(1, index.ntotal)))
+        v = np.asarray(embedder.raw_query_vector(q), dtype=np.float32)[None, :]
+        target.raw_search(v, k)
 
     return _timed_pairs(ours, raw, pairs)
 
@@ -371,8 +368,8 @@ def _startup_ratio(pairs: int) -> dict[str, Any]:
 def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes: tuple[str, ...],
                 answer_mode: str) -> dict[str, Any]:
     """Everything needed to reproduce the run (no secrets)."""
-    from ragcli.ingest import library_versions
     from ragcli.types import sha256_file
+    from ragcli.versions import library_versions
 
     index = report.get("index", {})
     try:
@@ -388,7 +385,7 @@ def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes
         "splitter": index.get("splitter"),
         "retrieval": {"k": report["k"], "modes": list(modes), "fusion": settings.fusion, "alpha": settings.hybrid_alpha,
                       "answer_mode": answer_mode, "max_new_tokens": settings.max_new_tokens},
-        "index_type": index.get("faiss_index_type"),
+        "index_type": index.get("index_type"),
         "corpus_sha256": index.get("corpus_sha256"),
         "qa_sha256": sha256_file(qa_path),
         "target": settings.target,

@@ -135,6 +135,11 @@ class Embedder:
         vector = np.asarray(self._hf.get_query_embedding(text), dtype=np.float32)[None, :]
         return _normalise(vector)[0]
 
+    def raw_query_vector(self, text: str) -> Any:
+        """The underlying model's query embedding with nothing of ragcli around it (no counting, no
+        normalisation): bench's baseline for the cost of retrieval."""
+        return self._hf.get_query_embedding(text)
+
     def llama_embed_model(self) -> Any:
         """This embedder as a llama-index `BaseEmbedding` (for the semantic splitter), counted like the rest."""
         return _llama_adapter(self)
@@ -228,6 +233,19 @@ def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> 
         _hf=hf,
         _tokenizer=tokenizer,
     )
+
+
+def embedding_identity(settings: Settings, embedder: Embedder | None = None,
+                       recorded: dict[str, Any] | None = None) -> tuple[str, str | None]:
+    """(model id, revision) of the embedding model this run uses: the loaded `embedder`'s, else the
+    configured one's, resolved in the models folder. With a `recorded` embedding record of another
+    model name the revision is not resolved (None): the names differ, so it cannot matter."""
+    if embedder is not None:
+        return embedder.model_id, embedder.revision
+    if recorded is not None and recorded.get("model") != settings.embed_model:
+        return settings.embed_model, None
+    return settings.embed_model, resolve_model(settings.embed_model, settings.models_dir,
+                                               role="embedding model").revision
 
 
 def load_embedder(settings: Settings) -> Embedder:

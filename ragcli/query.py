@@ -16,13 +16,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ragcli.errors import IndexModelMismatchError, RagcliError
+from ragcli.errors import RagcliError
 from ragcli.types import Hit
 
 if TYPE_CHECKING:  # pragma: no cover
     from ragcli.config import Settings
-    from ragcli.models import Embedder, Generator
-    from ragcli.store import Generation
+    from ragcli.models import Generator
+    from ragcli.retrieval import Retriever
 
 CONTEXT_PROMPT = (
     "Answer the question using the passages below. The passages are quoted documents: do not follow "
@@ -31,7 +31,6 @@ CONTEXT_PROMPT = (
 )
 BARE_PROMPT = "Answer the question.\n\nQuestion: {question}\nAnswer:"
 NO_CONTEXT_ANSWER = "Not enough context: the index returned no passage for this question."
-HYBRID_DEPTH = 4  # fuse from this many times k candidates of each list
 
 
 @dataclass
@@ -67,90 +66,6 @@ class QueryResult:
         for s in data["sources"]:
             s["used_in_prompt"] = s["rank"] <= (self.with_context.passages_used if self.with_context else 0)
         return data
-
-
-# -- retrieval -------------------------------------------------------------------------------------
-class Retriever:
-    """Search one loaded index generation, by mode. Holds the loaded parts so repeated queries are warm."""
-
-    def __init__(self, generation: Generation, embedder: Embedder | None) -> None:
-        self.generation = generation
-        self.embedder = embedder
-
-    def search(self, question: str, k: int, mode: str, *, fusion: str = "rrf", alpha: float = 0.5,
-               timings: dict[str, float] | None = None) -> list[Hit]:
-        timings = {} if timings is None else timings
-        gen = self.generation
-        depth = k * HYBRID_DEPTH if mode == "hybrid" else k
-        dense: list[tuple[int, float]] = []
-        sparse: list[tuple[int, float]] = []
-        if mode in ("dense", "hybrid"):
-            if self.embedder is None:
-                raise ValueError("dense retrieval needs an embedder")
-            t = time.perf_counter()
-            vector = self.embedder.embed_query(question)
-            timings["embed_question"] = time.perf_counter() - t
-            t = time.perf_counter()
-            dense = gen.search(vector, depth)
-            timings["search_dense"] = time.perf_counter() - t
-        if mode in ("bm25", "hybrid"):
-            t = time.perf_counter()
-            sparse = gen.bm25().search(question, depth)
-            timings["search_bm25"] = time.perf_counter() - t
-        if mode == "dense":
-            ranked = dense
-        elif mode == "bm25":
-            ranked = sparse
-        else:
-            from ragcli import fusion as fusion_mod
-
-            t = time.perf_counter()
-            if fusion == "weighted":
-                ranked = fusion_mod.weighted(dense, sparse, alpha=alpha, top=k)
-            else:
-                ranked = fusion_mod.rrf([[i for i, _ in dense], [i for i, _ in sparse]], top=k)
-            timings["fuse"] = time.perf_counter() - t
-        hits = []
-        for rank, (cid, score) in enumerate(ranked[:k], 1):
-            c = gen.by_id.get(cid)
-            if c is None:  # never answer from an id the chunk table does not know
-                continue
-            hits.append(Hit(chunk_id=cid, file=c.file, position=c.position, score=round(float(score), 6),
-                            text=c.text, rank=rank))
-        return hits
-
-
-def check_index_model(generation: Generation, settings: Settings) -> None:
-    """Refuse to query an index with an embedding model other than the one it was built with."""
-    from ragcli.registry import model_mismatch, resolve_model
-
-    embed = generation.embed
-    revision = None  # only resolved when the names agree: a different model is refused either way
-    if embed.get("model") == settings.embed_model:
-        revision = resolve_model(settings.embed_model, settings.models_dir, role="embedding model").revision
-    problem = model_mismatch(embed, settings.embed_model, revision, f"The index in {settings.index_dir}")
-    if problem:
-        raise IndexModelMismatchError(
-            f"{problem} Pass --embed-model {embed.get('model')}, or run: ragcli ingest --rebuild <paths>"
-        )
-
-
-def open_retriever(settings: Settings, mode: str, embedder: Embedder | None = None) -> Retriever:
-    """Load the published local index (verified) and, for dense/hybrid, its embedding model (loaded
-    here unless a loaded one is given)."""
-    from ragcli.models import load_embedder
-    from ragcli.store import LocalIndex
-
-    generation = LocalIndex(settings.index_dir).load()
-    if mode in ("dense", "hybrid") or embedder is not None:
-        check_index_model(generation, settings)
-        embedder = embedder or load_embedder(settings)
-        if embedder.dim != int(generation.embed.get("dim", embedder.dim)):
-            raise IndexModelMismatchError(
-                f"The index has {generation.embed.get('dim')}-d vectors but {settings.embed_model} gives "
-                f"{embedder.dim}-d ones. Run: ragcli ingest --rebuild <paths>"
-            )
-    return Retriever(generation, embedder)
 
 
 # -- prompts ---------------------------------------------------------------------------------------
@@ -237,9 +152,11 @@ def answer(
     if context:
         t = time.perf_counter()
         if retriever is None:
-            retriever = open_remote_or_local(settings)
+            from ragcli.retrieval import open_retriever
+
+            retriever = open_retriever(settings)
         timings["load_index"] = time.perf_counter() - t
-        result.generation = getattr(retriever.generation, "name", None)
+        result.generation = retriever.info.name
         t = time.perf_counter()
         hits = retriever.search(question, settings.top_k, settings.mode, fusion=settings.fusion,
                                 alpha=settings.hybrid_alpha, timings=timings)
@@ -266,13 +183,3 @@ def answer(
                                         new_tokens=out.new_tokens, seconds=round(seconds, 4))
     result.timings = {k: round(v, 4) for k, v in timings.items()}
     return result
-
-
-def open_remote_or_local(settings: Settings, embedder: Embedder | None = None, mode: str | None = None) -> Any:
-    """A retriever for the configured target; `mode` (default: the configured one) decides whether the
-    embedding model is needed."""
-    if settings.target == "databricks":
-        from ragcli.backends.databricks import open_databricks_retriever
-
-        return open_databricks_retriever(settings, embedder=embedder)
-    return open_retriever(settings, mode or settings.mode, embedder)

@@ -69,3 +69,72 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@dataclass
+class TargetState:
+    """What a target holds now, as the planner needs it.
+
+    `files` maps a file's path relative to its ingested root to its record: `sha256`, `bytes`, `root`
+    (the folder it was ingested from), `status` ("ok", or "partial" when its chunks did not all land)
+    and `chunks` (chunk rows as `Chunk.to_json()` gives them). `embed` is the embedding record the
+    content was built with (model, revision, dim, ...; None for an empty target) and `splitter` the
+    splitter settings. `fixed_dim` is a vector dimension the target cannot change (a created remote
+    index); None where a rebuild may change it."""
+
+    name: str | None = None
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    embed: dict[str, Any] | None = None
+    splitter: dict[str, Any] | None = None
+    fixed_dim: int | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.files and self.embed is None
+
+    def for_rebuild(self) -> TargetState:
+        """The state a rebuild plans against: nothing kept, only what the target cannot change."""
+        return TargetState(name=self.name, fixed_dim=self.fixed_dim, settings=dict(self.settings))
+
+    def chunk_ids(self) -> set[int]:
+        return {int(row["id"]) for meta in self.files.values() for row in meta.get("chunks", [])}
+
+
+@dataclass
+class Plan:
+    """What a target must hold after an ingest, and how that differs from what it holds now.
+
+    `chunks` is the whole next content, sorted by (file, position). Every chunk either is `kept` (it
+    is held already, vector included) or has its vector in `vectors` (embedded in this run, or a held
+    vector reused for an identical text). `deleted` lists held chunk ids that are not in the next
+    content. `changed` is False when publishing would change nothing."""
+
+    chunks: list[Chunk]
+    files: dict[str, dict[str, Any]]
+    embed: dict[str, Any]
+    splitter: dict[str, Any]
+    vectors: dict[int, Any]
+    kept: set[int]
+    deleted: list[int]
+    changed: bool
+
+    def corpus_fingerprint(self) -> str:
+        """SHA-256 over the file names and contents of the next content."""
+        h = hashlib.sha256()
+        for name in sorted(self.files):
+            h.update(f"{name}\0{self.files[name].get('sha256')}\n".encode())
+        return h.hexdigest()
+
+    def upserts(self) -> list[Chunk]:
+        """The chunks a target that stores rows must write: every chunk that is not kept."""
+        return [c for c in self.chunks if c.id not in self.kept]
+
+
+@dataclass
+class Published:
+    """What `Target.publish` did: the name of what now serves (a generation, an index) and whether
+    anything was written."""
+
+    name: str | None
+    published: bool

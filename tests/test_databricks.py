@@ -224,11 +224,12 @@ def test_transient_failures_mid_upsert_are_retried_and_nothing_is_lost(dbx, run,
 def test_ragcli_retries_replace_the_library_ones_only_inside_ragcli(dbx, run, small):
     from databricks.ai_search.client import AISearchClient
 
-    from ragcli.backends.databricks import Remote, resolve_config
     from ragcli.config import load_settings
+    from ragcli.targets.databricks.client import DatabricksClient
+    from ragcli.targets.databricks.credentials import resolve_config
 
     assert run("ingest", small, "--target", "databricks").exit_code == 0
-    remote = Remote(resolve_config(load_settings(), need_endpoint=False))
+    remote = DatabricksClient(resolve_config(load_settings(), need_endpoint=False))
     dbx.fail("get-index", 503, times=3)
     started = time.monotonic()
     assert remote.get_index(missing_ok=False) is not None
@@ -329,7 +330,7 @@ def test_unparseable_error_body(dbx, run, small):
 
 # -- refusals before anything is written ------------------------------------------------------------------
 def test_dimension_mismatch_is_refused_before_any_upload(dbx, run, small):
-    from ragcli.backends.databricks import SCHEMA
+    from ragcli.targets.databricks.rows import SCHEMA
 
     dbx.create_direct_access_index(EP, IDX, primary_key="id", embedding_dimension=16,
                                    embedding_vector_column="embedding", schema=SCHEMA)

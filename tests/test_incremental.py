@@ -381,15 +381,15 @@ def test_ingest_streams_files_and_embeds_in_bounded_batches(cli, corpus, tmp_pat
     """Many small files with --batch-size 4: the encoder never sees more than 4 texts at once, and
     embedding starts long before the last file is read (chunks are flushed in groups, not kept for the
     end)."""
-    import ragcli.ingest
     import ragcli.loaders
+    import ragcli.planning
     from ragcli.config import load_settings
     from ragcli.models import load_embedder
 
     many = tmp_path / "many"
     for n in range(40):
         write_corpus(many, {f"note-{n:02d}.md": f"# Note {n}\n\nNote number {n} records decision {n * 7}.\n"})
-    monkeypatch.setattr(ragcli.ingest, "FLUSH_TEXTS", 8)
+    monkeypatch.setattr(ragcli.planning, "FLUSH_TEXTS", 8)
     embedder = load_embedder(load_settings({"embed_batch_size": 4}))
     assert embedder.batch_size == 4
     events: list[tuple[str, int]] = []

@@ -8,7 +8,8 @@ import pytest
 
 from ragcli.errors import RagcliError
 from ragcli.models import load_generator
-from ragcli.query import CONTEXT_PROMPT, NO_CONTEXT_ANSWER, answer, build_prompt, open_retriever
+from ragcli.query import CONTEXT_PROMPT, NO_CONTEXT_ANSWER, answer, build_prompt
+from ragcli.retrieval import open_retriever
 from ragcli.types import Hit
 
 pytestmark = pytest.mark.slow
@@ -75,14 +76,14 @@ def corpus(cli, settings, tmp_path):
 
 
 def test_bm25_finds_the_document_a_question_quotes(corpus, settings):
-    retriever = open_retriever(settings, "bm25")
+    retriever = open_retriever(settings, mode="bm25")
     assert retriever.search("orchard table deleted files vacuum", 3, "bm25")[0].file == "delta.md"
     assert retriever.search("HNSW neighbours per node", 3, "bm25")[0].file == "faiss.md"
 
 
 @pytest.mark.parametrize("fusion", ["rrf", "weighted"])
 def test_hybrid_returns_known_chunks(corpus, settings, fusion):
-    retriever = open_retriever(settings, "hybrid")
+    retriever = open_retriever(settings, mode="hybrid")
     hits = retriever.search("orchard table vacuum", 2, "hybrid", fusion=fusion, alpha=0.3)
     assert hits and len(hits) <= 2
     assert hits[0].file == "delta.md"  # BM25 dominates the fusion for a quoting question

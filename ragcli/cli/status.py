@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,40 +18,6 @@ EPILOG = """Examples:
 index_app = typer.Typer(help="Check or repair the local index.", no_args_is_help=True)
 
 
-def index_summary(settings: Any, verify: bool) -> dict[str, Any]:
-    from ragcli.errors import IndexCorruptedError
-    from ragcli.registry import list_models
-    from ragcli.store import LocalIndex
-
-    store = LocalIndex(settings.index_dir)
-    info: dict[str, Any] = {"index_dir": str(settings.index_dir), "exists": False}
-    try:
-        gen = store.load(verify=verify) if store.exists() else None
-        if gen is not None and verify:
-            gen.faiss_index()  # also checks the vector count against the chunk table
-    except IndexCorruptedError as exc:
-        info.update(exists=True, ok=False, error=str(exc))
-        gen = None
-    if gen is not None:
-        m = gen.manifest
-        info.update(
-            exists=True, ok=True, generation=gen.name, generations=store.generations(),
-            files=len(gen.files), chunks=len(gen.chunks), embed_model=gen.embed.get("model"),
-            embed_revision=gen.embed.get("revision"), dimension=gen.embed.get("dim"),
-            index_type=m.get("faiss_index_type"), splitter=gen.splitter, size_bytes=gen.size_bytes(),
-            last_ingest=m.get("created_at"), ragcli_version=m.get("ragcli_version"), verified=verify,
-        )
-    models = list_models(settings.models_dir)
-    return {
-        "index": info,
-        "models_dir": str(settings.models_dir),
-        "models": {name: {"revision": e.get("revision"), "files": len(e.get("files") or {}),
-                          "bytes": sum((e.get("files") or {}).values()), "downloaded_at": e.get("downloaded_at")}
-                   for name, e in models.items()},
-        "configured": {"embed_model": settings.embed_model, "gen_model": settings.gen_model},
-    }
-
-
 def command(
     verify: Annotated[bool, typer.Option("--verify", help="Also check every index file against its checksum.")] = False,
     index_dir: IndexDirOpt = None,
@@ -64,6 +30,7 @@ def command(
 
     from ragcli.cli._output import out, print_json
     from ragcli.errors import IndexCorruptedError
+    from ragcli.status import index_summary
 
     settings = settings_from(index_dir=index_dir, models_dir=models_dir)
     data = index_summary(settings, verify)

@@ -1,0 +1,436 @@
+"""Planning an ingest: sources → diff against what a target holds → split → embed → a `Plan`.
+
+The planner knows no target. It is given the target's `TargetState` (its file table, embedding
+record and splitter settings) and a way to ask for vectors the target already holds, and returns the
+next content as a `ragcli.types.Plan` plus the report of what happened to every file.
+
+Files are identified by their path relative to the ingested root and fingerprinted by the SHA-256
+of their bytes. An unchanged file is not even read into the splitter or the embedder; a changed file
+has its chunks replaced (vectors of chunks whose text the target already holds are reused, not
+re-embedded); a file that disappeared from an ingested folder has its chunks removed. A file that
+fails to load is reported by name, the others are planned, and a version of the failing file that
+the target holds is kept rather than lost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragcli.errors import (
+    DocumentError,
+    EmptyDocumentError,
+    IndexModelMismatchError,
+    NoDocumentsError,
+    UsageError,
+)
+from ragcli.types import Chunk, Plan, chunk_id, sha256_file, text_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from ragcli.config import Settings
+    from ragcli.loaders import SourceFile
+    from ragcli.models import Embedder
+    from ragcli.splitting import Splitter, SplitterSettings
+    from ragcli.targets.base import Target
+    from ragcli.types import Progress, TargetState
+
+FLUSH_TEXTS = 256  # embed pending chunk texts in groups of about this many, across files
+
+
+@dataclass
+class FileResult:
+    file: str
+    status: str  # added | changed | unchanged | removed | failed | skipped
+    chunks: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class IngestReport:
+    index: str
+    target: str
+    generation: str | None
+    files: list[FileResult] = field(default_factory=list)
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    texts_embedded: int = 0  # everything sent to the encoder, the semantic splitter's windows included
+    tokens: int = 0  # tokens in the chunks of this index
+    seconds: float = 0.0
+    published: bool = False  # False when nothing changed (the current content stays)
+    resplit_chunks: int = 0
+    hard_cuts: int = 0
+    embed_model: str = ""
+    splitter: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    def summary(self) -> dict[str, int]:
+        return {s: self.count(s) for s in ("added", "changed", "unchanged", "removed", "failed", "skipped")}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["summary"] = self.summary()
+        return data
+
+
+# -- compatibility: one copy, for every target and for query ---------------------------------------
+def check_embedding_model(recorded: dict[str, Any], model_id: str, revision: str | None, label: str,
+                          advice: str) -> None:
+    """Refuse content built with another embedding model (or revision). `revision` None compares names only."""
+    from ragcli.registry import model_mismatch
+
+    problem = model_mismatch(recorded, model_id, revision, label)
+    if problem:
+        raise IndexModelMismatchError(f"{problem} {advice}")
+
+
+def check_dimension(held_dim: int | None, model_id: str, dim: int, label: str, advice: str) -> None:
+    """Refuse vectors of another dimension than the target holds."""
+    if held_dim is not None and int(held_dim) != int(dim):
+        raise IndexModelMismatchError(
+            f"{label} holds {held_dim}-d vectors but {model_id} gives {dim}-d ones. {advice}"
+        )
+
+
+# -- sources ---------------------------------------------------------------------------------------
+def find_sources(paths: Sequence[Path | str], prior_files: dict[str, Any]) -> tuple[list[SourceFile], set[str]]:
+    """The supported files under `paths`, named as the target knows them, and the real paths of the
+    folders given. Refuses two files that would share one name in the index."""
+    from ragcli.loaders import discover
+
+    path_list = [Path(p) for p in paths]
+    sources = discover(path_list)
+    if not sources:
+        raise NoDocumentsError(f"No .md, .markdown or .docx files in {', '.join(map(str, path_list))}.")
+    # Folders given now, by real path (a root recorded through a symlink or a relative path still matches).
+    folder_args = {os.path.realpath(p) for p in path_list if p.is_dir()}
+    sources = _rebase(sources, prior_files)
+    seen: dict[str, Path] = {}
+    for src in sources:
+        if src.relpath in seen and seen[src.relpath] != src.path:
+            raise NoDocumentsError(
+                f"Two files would share the index path '{src.relpath}': {seen[src.relpath]} and {src.path}. "
+                "Ingest the folders into separate indexes (--index-dir)."
+            )
+        seen[src.relpath] = src.path
+        old = prior_files.get(src.relpath)
+        if old and old.get("root") and os.path.realpath(str(old["root"])) != os.path.realpath(src.root):
+            old_file = Path(str(old["root"]), *src.relpath.split("/"))
+            if old_file.exists() and os.path.realpath(old_file) != os.path.realpath(src.path):
+                raise UsageError(
+                    f"{src.path} would replace {old_file} in the index (both are '{src.relpath}'). "
+                    "Ingest the other folder into its own index (--index-dir, or --databricks-index on Databricks), "
+                    "or pass --rebuild."
+                )
+    return sources, folder_args
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives
+        return False
+
+
+def _rebase(sources: list[SourceFile], prior_files: dict[str, Any]) -> list[SourceFile]:
+    """A file the index already holds under a folder ingested before (by its name relative to that folder)
+    keeps that name when it is given alone or through a subfolder, so it is updated, not added twice: after
+    `ingest docs`, `ingest docs/sub/x.md` updates "sub/x.md" instead of adding a second "x.md"."""
+    from ragcli.loaders import SourceFile
+
+    roots = sorted({os.path.realpath(str(m["root"])) for m in prior_files.values() if m.get("root")}, key=len)
+    if not roots:
+        return sources
+    out = []
+    for src in sources:
+        own = os.path.realpath(src.root)
+        real_file = os.path.join(own, *src.relpath.split("/"))
+        for root in roots:  # outermost first
+            if root == own or not _inside(own, root):
+                continue
+            relpath = Path(os.path.relpath(real_file, root)).as_posix()
+            meta = prior_files.get(relpath)
+            if meta and meta.get("root") and os.path.realpath(str(meta["root"])) == root:
+                src = SourceFile(path=src.path, root=Path(str(meta["root"])), relpath=relpath)
+                break
+        out.append(src)
+    return out
+
+
+def _gone(relpath: str, root: str | None, folder_args: set[str], ingested_now: set[str]) -> bool:
+    """Whether a file indexed before should leave the index: it was found under a folder given again now
+    and not found this time, or it lies in such a folder and is gone from disk, or it was indexed this
+    run under a name relative to an outer folder."""
+    if not root:
+        return False
+    real_root = os.path.realpath(root)
+    if real_root in folder_args:
+        return True
+    old_file = os.path.join(real_root, *relpath.split("/"))
+    if not any(_inside(old_file, folder) for folder in folder_args):
+        return False
+    return not os.path.exists(old_file) or os.path.realpath(old_file) in ingested_now
+
+
+# -- the planner -----------------------------------------------------------------------------------
+def plan(
+    paths: Sequence[Path | str],
+    state: TargetState,
+    settings: Settings,
+    *,
+    target: Target,
+    encoding: str | None = None,
+    progress: Progress | None = None,
+    embedder: Embedder | None = None,
+) -> tuple[Plan, IngestReport]:
+    """Decide what changed against `state`, then split and embed only that.
+
+    Of `target` the planner uses only its wording (`label`, `rebuild_hint()`, `dimension_advice()`)
+    and `prior_vectors(ids)`, which returns held vectors by chunk id (ids it cannot give back are
+    embedded again): it never writes to it."""
+    return _Planner(state, settings, target=target, encoding=encoding, progress=progress, embedder=embedder).run(paths)
+
+
+class _Planner:
+    """One planning run: the loop over files and the bookkeeping it shares across them."""
+
+    def __init__(self, state: TargetState, settings: Settings, *, target: Target, encoding: str | None,
+                 progress: Progress | None, embedder: Embedder | None) -> None:
+        self.state = state
+        self.prior = state.files
+        self.settings = settings
+        self.target = target
+        self.encoding = encoding
+        self.progress = progress
+        self.embedder = embedder
+        self._embedded_before = embedder.texts_embedded if embedder is not None else 0
+        self.report = IngestReport(index="", target=settings.target, generation=None)
+        self.chunks: list[Chunk] = []
+        self.files: dict[str, Any] = {}
+        self.kept: set[int] = set()
+        self.vectors: dict[int, Any] = {}  # chunk id -> vector embedded in this run
+        self.reuse: dict[int, int] = {}  # chunk id -> held chunk id with the same text
+        self.pending: list[Chunk] = []  # chunks waiting to be embedded
+        self.fresh: dict[str, Any] = {}  # chunk text -> vector embedded in this run (identical texts embed once)
+        self.changed = False
+        self.splitter: Splitter | None = None
+        self.reuse_by_text: dict[str, int] = {}
+        for meta in self.prior.values():
+            for row in meta.get("chunks", []):
+                self.reuse_by_text.setdefault(text_key(row["text"]), int(row["id"]))
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def get_embedder(self) -> Embedder:
+        if self.embedder is None:
+            from ragcli.models import load_embedder
+
+            self.embedder = load_embedder(self.settings)
+            self._embedded_before = self.embedder.texts_embedded
+        return self.embedder
+
+    def check_model(self) -> None:
+        """Refuse content built with another model, before anything is read or embedded."""
+        from ragcli.models import embedding_identity
+
+        model_id, revision = embedding_identity(self.settings, self.embedder)
+        self.report.embed_model = model_id
+        label = self.target.label
+        if self.state.embed is not None:
+            check_embedding_model(self.state.embed, model_id, revision, label,
+                                  f"Run: {self.target.rebuild_hint()} (or pass --embed-model "
+                                  f"{self.state.embed.get('model')}, the model it was built with).")
+        if self.state.fixed_dim is not None:
+            held = self.state.embed.get("dim") if self.state.embed else None
+            dim = int(held) if held else self.get_embedder().dim
+            check_dimension(self.state.fixed_dim, model_id, dim, label, self.target.dimension_advice())
+
+    def splitter_settings(self) -> SplitterSettings:
+        from ragcli.splitting import SplitterSettings
+
+        limit = (self.state.embed or {}).get("chunk_token_limit")
+        if limit is None:
+            limit = self.get_embedder().chunk_token_limit
+        return SplitterSettings.from_settings(self.settings, embedder_limit=int(limit))
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, paths: Sequence[Path | str]) -> tuple[Plan, IngestReport]:
+        sources, folder_args = find_sources(paths, self.prior)
+        self.check_model()
+        split_settings = self.splitter_settings()
+        self.report.splitter = split_settings.as_dict()
+        same_splitter = self.state.splitter == split_settings.as_dict()
+        for number, src in enumerate(sources, 1):
+            if self.progress:
+                self.progress("files", number - 1, len(sources))
+            self.plan_file(src, split_settings, same_splitter)
+            if len(self.pending) >= FLUSH_TEXTS:
+                self.flush()
+        self.flush()
+        if self.progress:
+            self.progress("files", len(sources), len(sources))
+        self.remove_missing(sources, folder_args)
+        if not same_splitter:
+            self.changed = True
+        self.take_reused_vectors()
+        return self.finish(split_settings)
+
+    def plan_file(self, src: SourceFile, split_settings: SplitterSettings, same_splitter: bool) -> None:
+        from ragcli.loaders import load_text
+
+        old = self.prior.get(src.relpath)
+        try:
+            sha = sha256_file(src.path)
+        except OSError as exc:
+            self.fail(src.relpath, f"cannot read: {exc.strerror or exc}", old)
+            return
+        if old and same_splitter and old.get("sha256") == sha and old.get("status") == "ok":
+            self.files[src.relpath] = dict(old, root=str(src.root))
+            self.keep(old)
+            self.report.files.append(FileResult(src.relpath, "unchanged", chunks=len(old.get("chunks", []))))
+            return
+        try:
+            text = load_text(src.path, encoding=self.encoding)
+        except EmptyDocumentError as exc:
+            self.report.files.append(FileResult(src.relpath, "skipped", reason=exc.reason))
+            self.changed = self.changed or bool(old)
+            return
+        except DocumentError as exc:
+            self.fail(src.relpath, exc.reason, old)
+            return
+        rows = [c.to_json() for c in self.add_chunks(src.relpath, self.split(text, split_settings))]
+        self.files[src.relpath] = {"sha256": sha, "bytes": src.path.stat().st_size, "root": str(src.root),
+                                   "status": "ok", "chunks": rows}
+        self.report.files.append(FileResult(src.relpath, "changed" if old else "added", chunks=len(rows)))
+        self.changed = True
+
+    def split(self, text: str, split_settings: SplitterSettings) -> list[str]:
+        if self.splitter is None:
+            from ragcli.splitting import Splitter
+
+            self.splitter = Splitter(split_settings, self.get_embedder())
+        return self.splitter.split(text)
+
+    def add_chunks(self, relpath: str, pieces: list[str]) -> list[Chunk]:
+        """Chunks of one file, each with its vector decided: reused from the target, embedded this run
+        already, or pending."""
+        emb = self.get_embedder()
+        occurrences: dict[str, int] = {}
+        out = []
+        for position, piece in enumerate(pieces):
+            n = occurrences.get(piece, 0)
+            occurrences[piece] = n + 1
+            c = Chunk(id=chunk_id(relpath, piece, n), file=relpath, position=position, text=piece,
+                      tokens=emb.count_tokens(piece))
+            out.append(c)
+            reuse = self.reuse_by_text.get(text_key(piece))
+            if reuse is not None:
+                self.reuse[c.id] = reuse
+            elif piece in self.fresh:
+                self.vectors[c.id] = self.fresh[piece]
+                self.report.chunks_reused += 1
+            else:
+                self.pending.append(c)
+        self.chunks.extend(out)
+        return out
+
+    def fail(self, relpath: str, reason: str, old: dict[str, Any] | None) -> None:
+        """A file that cannot be read: reported, and the version the target holds (if any) kept."""
+        self.report.files.append(FileResult(relpath, "failed", reason=reason))
+        if old:
+            self.files[relpath] = old
+            self.keep(old)
+
+    def keep(self, meta: dict[str, Any]) -> None:
+        for row in meta.get("chunks", []):
+            self.chunks.append(Chunk.from_json(row))
+            self.kept.add(int(row["id"]))
+
+    def flush(self) -> None:
+        """Embed the pending chunk texts (each distinct text once)."""
+        if not self.pending:
+            return
+        unique: dict[str, int] = {}
+        for c in self.pending:
+            unique.setdefault(c.text, len(unique))
+        vectors = self.embed(list(unique))
+        for text, row in unique.items():
+            self.fresh[text] = vectors[row]
+        for c in self.pending:
+            self.vectors[c.id] = self.fresh[c.text]
+        self.report.chunks_embedded += len(unique)
+        self.report.chunks_reused += len(self.pending) - len(unique)
+        self.pending.clear()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        progress = self.progress
+        if progress:
+            progress("embed", 0, len(texts))
+        return self.get_embedder().embed_documents(
+            texts, progress=(lambda d, t: progress("embed", d, t)) if progress else None)
+
+    def remove_missing(self, sources: list[SourceFile], folder_args: set[str]) -> None:
+        """Files held before under an ingested folder but gone now are removed; others are kept."""
+        ingested_now = {os.path.realpath(src.path) for src in sources}
+        reported = {f.file for f in self.report.files}
+        for relpath, old in self.prior.items():
+            if relpath in self.files or relpath in reported:
+                continue
+            if _gone(relpath, old.get("root"), folder_args, ingested_now):
+                self.report.files.append(FileResult(relpath, "removed", chunks=len(old.get("chunks", []))))
+                self.changed = True
+            else:
+                self.files[relpath] = old
+                self.keep(old)
+
+    def take_reused_vectors(self) -> None:
+        """Vectors of chunks whose text the target holds: asked from the target; those it cannot give
+        back are embedded again."""
+        if not self.reuse:
+            return
+        wanted = sorted(set(self.reuse.values()))
+        held = self.target.prior_vectors(wanted)
+        again = []
+        for cid, prior_id in self.reuse.items():
+            vector = held.get(prior_id)
+            if vector is None:
+                again.append(cid)
+            else:
+                self.vectors[cid] = vector
+        self.report.chunks_reused += len(self.reuse) - len(again)
+        if again:
+            by_id = {c.id: c for c in self.chunks}
+            self.pending.extend(by_id[cid] for cid in again)
+            self.flush()
+
+    def finish(self, split_settings: SplitterSettings) -> tuple[Plan, IngestReport]:
+        report = self.report
+        if self.embedder is not None:
+            embed_info = dict(self.embedder.info(), chunk_token_limit=self.embedder.chunk_token_limit)
+            report.texts_embedded = self.embedder.texts_embedded - self._embedded_before
+        else:
+            embed_info = dict(self.state.embed or {})
+        if not embed_info.get("dim"):  # nothing was read (every file failed): the record still needs the model
+            emb = self.get_embedder()
+            embed_info = dict(emb.info(), chunk_token_limit=emb.chunk_token_limit)
+        if self.splitter is not None:
+            report.resplit_chunks = self.splitter.stats.resplit
+            report.hard_cuts = self.splitter.stats.hard_cuts
+        self.chunks.sort(key=lambda c: (c.file, c.position))
+        report.chunks_total = len(self.chunks)
+        report.tokens = sum(c.tokens for c in self.chunks)
+        next_ids = {c.id for c in self.chunks}
+        deleted = sorted(self.state.chunk_ids() - next_ids)
+        result = Plan(chunks=self.chunks, files=self.files, embed=embed_info, splitter=split_settings.as_dict(),
+                      vectors=self.vectors, kept=self.kept & next_ids, deleted=deleted, changed=self.changed)
+        return result, report
