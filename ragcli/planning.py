@@ -197,8 +197,8 @@ def plan(
     """Decide what changed against `state`, then split and embed only that.
 
     Of `target` the planner uses only its wording (`label`, `rebuild_hint()`, `dimension_advice()`)
-    and `prior_vectors(ids)`, which returns held vectors by chunk id (ids it cannot give back are
-    embedded again): it never writes to it."""
+    and `reusable_vectors(text_keys)`, the vectors it holds for chunk texts (a text it cannot give back
+    is embedded again): it never writes to it."""
     return _Planner(state, settings, target=target, encoding=encoding, progress=progress, embedder=embedder).run(paths)
 
 
@@ -216,19 +216,14 @@ class _Planner:
         self.embedder = embedder
         self._embedded_before = embedder.texts_embedded if embedder is not None else 0
         self.report = IngestReport(index="", target=settings.target, generation=None)
-        self.chunks: list[Chunk] = []
         self.files: dict[str, Any] = {}
-        self.kept: set[int] = set()
-        self.vectors: dict[int, Any] = {}  # chunk id -> vector embedded in this run
-        self.reuse: dict[int, int] = {}  # chunk id -> held chunk id with the same text
-        self.pending: list[Chunk] = []  # chunks waiting to be embedded
-        self.fresh: dict[str, Any] = {}  # chunk text -> vector embedded in this run (identical texts embed once)
+        self.kept: set[str] = set()
+        self.chunks: list[Chunk] = []  # chunks of the files split in this run
+        self.vectors: dict[int, Any] = {}
+        self.pending: list[Chunk] = []  # chunks whose vector is not decided yet
+        self.fresh: dict[str, Any] = {}  # text key -> vector decided in this run (identical texts cost once)
         self.changed = False
         self.splitter: Splitter | None = None
-        self.reuse_by_text: dict[str, int] = {}
-        for meta in self.prior.values():
-            for row in meta.get("chunks", []):
-                self.reuse_by_text.setdefault(text_key(row["text"]), int(row["id"]))
 
     # -- set-up ----------------------------------------------------------------------------------
     def get_embedder(self) -> Embedder:
@@ -282,7 +277,6 @@ class _Planner:
         self.remove_missing(sources, folder_args)
         if not same_splitter:
             self.changed = True
-        self.take_reused_vectors()
         return self.finish(split_settings)
 
     def plan_file(self, src: SourceFile, split_settings: SplitterSettings, same_splitter: bool) -> None:
@@ -296,8 +290,8 @@ class _Planner:
             return
         if old and same_splitter and old.get("sha256") == sha and old.get("status") == "ok":
             self.files[src.relpath] = dict(old, root=str(src.root))
-            self.keep(old)
-            self.report.files.append(FileResult(src.relpath, "unchanged", chunks=len(old.get("chunks", []))))
+            self.kept.add(src.relpath)
+            self.report.files.append(FileResult(src.relpath, "unchanged", chunks=int(old.get("chunks") or 0)))
             return
         try:
             text = load_text(src.path, encoding=self.encoding)
@@ -308,10 +302,10 @@ class _Planner:
         except DocumentError as exc:
             self.fail(src.relpath, exc.reason, old)
             return
-        rows = [c.to_json() for c in self.add_chunks(src.relpath, self.split(text, split_settings))]
+        chunks = self.add_chunks(src.relpath, self.split(text, split_settings))
         self.files[src.relpath] = {"sha256": sha, "bytes": src.path.stat().st_size, "root": str(src.root),
-                                   "status": "ok", "chunks": rows}
-        self.report.files.append(FileResult(src.relpath, "changed" if old else "added", chunks=len(rows)))
+                                   "status": "ok", "chunks": len(chunks), "tokens": sum(c.tokens for c in chunks)}
+        self.report.files.append(FileResult(src.relpath, "changed" if old else "added", chunks=len(chunks)))
         self.changed = True
 
     def split(self, text: str, split_settings: SplitterSettings) -> list[str]:
@@ -322,26 +316,17 @@ class _Planner:
         return self.splitter.split(text)
 
     def add_chunks(self, relpath: str, pieces: list[str]) -> list[Chunk]:
-        """Chunks of one file, each with its vector decided: reused from the target, embedded this run
-        already, or pending."""
+        """Chunks of one file; their vectors are decided at the next flush."""
         emb = self.get_embedder()
         occurrences: dict[str, int] = {}
         out = []
         for position, piece in enumerate(pieces):
             n = occurrences.get(piece, 0)
             occurrences[piece] = n + 1
-            c = Chunk(id=chunk_id(relpath, piece, n), file=relpath, position=position, text=piece,
-                      tokens=emb.count_tokens(piece))
-            out.append(c)
-            reuse = self.reuse_by_text.get(text_key(piece))
-            if reuse is not None:
-                self.reuse[c.id] = reuse
-            elif piece in self.fresh:
-                self.vectors[c.id] = self.fresh[piece]
-                self.report.chunks_reused += 1
-            else:
-                self.pending.append(c)
+            out.append(Chunk(id=chunk_id(relpath, piece, n), file=relpath, position=position, text=piece,
+                             tokens=emb.count_tokens(piece)))
         self.chunks.extend(out)
+        self.pending.extend(out)
         return out
 
     def fail(self, relpath: str, reason: str, old: dict[str, Any] | None) -> None:
@@ -349,27 +334,28 @@ class _Planner:
         self.report.files.append(FileResult(relpath, "failed", reason=reason))
         if old:
             self.files[relpath] = old
-            self.keep(old)
-
-    def keep(self, meta: dict[str, Any]) -> None:
-        for row in meta.get("chunks", []):
-            self.chunks.append(Chunk.from_json(row))
-            self.kept.add(int(row["id"]))
+            self.kept.add(relpath)
 
     def flush(self) -> None:
-        """Embed the pending chunk texts (each distinct text once)."""
+        """Decide the vectors of the pending chunks: a vector decided earlier in this run for the same
+        text, else one the target holds for that text, else embedded now (each distinct text once)."""
         if not self.pending:
             return
-        unique: dict[str, int] = {}
+        keys = {c.id: text_key(c.text) for c in self.pending}
+        unknown = sorted({k for k in keys.values() if k not in self.fresh})
+        held = self.target.reusable_vectors(unknown) if unknown and self.prior else {}
+        self.fresh.update(held)
+        texts: dict[str, str] = {}
         for c in self.pending:
-            unique.setdefault(c.text, len(unique))
-        vectors = self.embed(list(unique))
-        for text, row in unique.items():
-            self.fresh[text] = vectors[row]
+            if keys[c.id] not in self.fresh:
+                texts.setdefault(keys[c.id], c.text)
+        if texts:
+            for key, vector in zip(texts, self.embed(list(texts.values())), strict=True):
+                self.fresh[key] = vector
         for c in self.pending:
-            self.vectors[c.id] = self.fresh[c.text]
-        self.report.chunks_embedded += len(unique)
-        self.report.chunks_reused += len(self.pending) - len(unique)
+            self.vectors[c.id] = self.fresh[keys[c.id]]
+        self.report.chunks_embedded += len(texts)
+        self.report.chunks_reused += len(self.pending) - len(texts)
         self.pending.clear()
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -387,31 +373,11 @@ class _Planner:
             if relpath in self.files or relpath in reported:
                 continue
             if _gone(relpath, old.get("root"), folder_args, ingested_now):
-                self.report.files.append(FileResult(relpath, "removed", chunks=len(old.get("chunks", []))))
+                self.report.files.append(FileResult(relpath, "removed", chunks=int(old.get("chunks") or 0)))
                 self.changed = True
             else:
                 self.files[relpath] = old
-                self.keep(old)
-
-    def take_reused_vectors(self) -> None:
-        """Vectors of chunks whose text the target holds: asked from the target; those it cannot give
-        back are embedded again."""
-        if not self.reuse:
-            return
-        wanted = sorted(set(self.reuse.values()))
-        held = self.target.prior_vectors(wanted)
-        again = []
-        for cid, prior_id in self.reuse.items():
-            vector = held.get(prior_id)
-            if vector is None:
-                again.append(cid)
-            else:
-                self.vectors[cid] = vector
-        self.report.chunks_reused += len(self.reuse) - len(again)
-        if again:
-            by_id = {c.id: c for c in self.chunks}
-            self.pending.extend(by_id[cid] for cid in again)
-            self.flush()
+                self.kept.add(relpath)
 
     def finish(self, split_settings: SplitterSettings) -> tuple[Plan, IngestReport]:
         report = self.report
@@ -427,10 +393,8 @@ class _Planner:
             report.resplit_chunks = self.splitter.stats.resplit
             report.hard_cuts = self.splitter.stats.hard_cuts
         self.chunks.sort(key=lambda c: (c.file, c.position))
-        report.chunks_total = len(self.chunks)
-        report.tokens = sum(c.tokens for c in self.chunks)
-        next_ids = {c.id for c in self.chunks}
-        deleted = sorted(self.state.chunk_ids() - next_ids)
-        result = Plan(chunks=self.chunks, files=self.files, embed=embed_info, splitter=split_settings.as_dict(),
-                      vectors=self.vectors, kept=self.kept & next_ids, deleted=deleted, changed=self.changed)
+        result = Plan(files=self.files, chunks=self.chunks, vectors=self.vectors, kept=self.kept, embed=embed_info,
+                      splitter=split_settings.as_dict(), changed=self.changed)
+        report.chunks_total = result.chunk_count
+        report.tokens = result.token_count
         return result, report

@@ -76,11 +76,12 @@ class TargetState:
     """What a target holds now, as the planner needs it.
 
     `files` maps a file's path relative to its ingested root to its record: `sha256`, `bytes`, `root`
-    (the folder it was ingested from), `status` ("ok", or "partial" when its chunks did not all land)
-    and `chunks` (chunk rows as `Chunk.to_json()` gives them). `embed` is the embedding record the
-    content was built with (model, revision, dim, ...; None for an empty target) and `splitter` the
-    splitter settings. `fixed_dim` is a vector dimension the target cannot change (a created remote
-    index); None where a rebuild may change it."""
+    (the folder it was ingested from), `status` ("ok", or "partial" when its chunks did not all land),
+    `chunks` (how many it has) and `tokens` (their total). `embed` is the embedding record the content
+    was built with (model, revision, dim, ...; None for an empty target) and `splitter` the splitter
+    settings. `fixed_dim` is a vector dimension the target cannot change (a created remote index);
+    None where a rebuild may change it. Chunks themselves are not loaded: a file that did not change is
+    carried over by reference."""
 
     name: str | None = None
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -97,27 +98,34 @@ class TargetState:
         """The state a rebuild plans against: nothing kept, only what the target cannot change."""
         return TargetState(name=self.name, fixed_dim=self.fixed_dim, settings=dict(self.settings))
 
-    def chunk_ids(self) -> set[int]:
-        return {int(row["id"]) for meta in self.files.values() for row in meta.get("chunks", [])}
-
 
 @dataclass
 class Plan:
-    """What a target must hold after an ingest, and how that differs from what it holds now.
+    """What a target must hold after an ingest, as a change to what it holds now.
 
-    `chunks` is the whole next content, sorted by (file, position). Every chunk either is `kept` (it
-    is held already, vector included) or has its vector in `vectors` (embedded in this run, or a held
-    vector reused for an identical text). `deleted` lists held chunk ids that are not in the next
-    content. `changed` is False when publishing would change nothing."""
+    `files` is the next file table (records as in `TargetState.files`). The files in `kept` carry over
+    with the chunks the target holds for them, untouched. Every other file of `files` has its chunks in
+    `chunks` (sorted by file and position), each with its vector in `vectors` (embedded in this run, or
+    a held vector of the same text). Every held chunk of a file not in `kept` leaves the target
+    (changed, removed, emptied and re-split files alike). `changed` is False when publishing would
+    change nothing."""
 
-    chunks: list[Chunk]
     files: dict[str, dict[str, Any]]
+    chunks: list[Chunk]
+    vectors: dict[int, Any]
+    kept: set[str]
     embed: dict[str, Any]
     splitter: dict[str, Any]
-    vectors: dict[int, Any]
-    kept: set[int]
-    deleted: list[int]
     changed: bool
+
+    @property
+    def chunk_count(self) -> int:
+        """Chunks of the whole next content (kept and new)."""
+        return sum(int(meta.get("chunks") or 0) for meta in self.files.values())
+
+    @property
+    def token_count(self) -> int:
+        return sum(int(meta.get("tokens") or 0) for meta in self.files.values())
 
     def corpus_fingerprint(self) -> str:
         """SHA-256 over the file names and contents of the next content."""
@@ -125,10 +133,6 @@ class Plan:
         for name in sorted(self.files):
             h.update(f"{name}\0{self.files[name].get('sha256')}\n".encode())
         return h.hexdigest()
-
-    def upserts(self) -> list[Chunk]:
-        """The chunks a target that stores rows must write: every chunk that is not kept."""
-        return [c for c in self.chunks if c.id not in self.kept]
 
 
 @dataclass

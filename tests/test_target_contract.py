@@ -21,6 +21,7 @@ from ragcli.ingest import ingest
 from ragcli.models import load_embedder
 from ragcli.retrieval import open_retriever
 from ragcli.targets import open_target
+from ragcli.types import text_key
 
 TOKEN = "dapi-contract-4c1d"
 EP = "contract-ep"
@@ -80,28 +81,28 @@ def test_contract(target_settings, corpus, tmp_path):
     state = open_target(settings).state()
     assert set(state.files) == set(FILES)
     assert state.embed["model"] == EMBED and state.embed["dim"] == 32
-    assert sum(len(m["chunks"]) for m in state.files.values()) == first.chunks_total
+    assert sum(m["chunks"] for m in state.files.values()) == first.chunks_total
+    assert sum(m["tokens"] for m in state.files.values()) == first.tokens > 0
     version = open_target(settings).version()
     assert version is not None
 
-    # prior vectors: what the target gives back is what the model embeds for that text
+    # reusable vectors: what the target gives back for a text is what the model embeds for it
     reader = open_target(settings)
-    state = reader.state()
-    rows = [row for meta in state.files.values() for row in meta["chunks"]]
-    held = reader.prior_vectors([int(r["id"]) for r in rows])
+    reader.state()
+    rows = list(reader.open() and reader.chunks())
+    assert len(rows) == first.chunks_total and {c.file for c in rows} == set(FILES)
+    held = reader.reusable_vectors([text_key(c.text) for c in rows] + [text_key("a text no file holds")])
     embedder = load_embedder(settings)
-    if held:  # a target may give back none (the planner re-embeds); these two give back all
-        assert set(held) == {int(r["id"]) for r in rows}
-        expected = embedder.embed_documents([r["text"] for r in rows])
-        got = np.stack([held[int(r["id"])] for r in rows])
-        assert np.allclose(got, expected, atol=1e-5)
+    assert set(held) == {text_key(c.text) for c in rows}
+    expected = embedder.embed_documents([c.text for c in rows])
+    assert np.allclose(np.stack([held[text_key(c.text)] for c in rows]), expected, atol=1e-5)
 
     # -- query -------------------------------------------------------------------------------------
     retriever = open_retriever(settings, mode="dense")
     assert retriever.info.chunks == first.chunks_total and set(retriever.info.files) == set(FILES)
-    probe = next(r for r in rows if "thirty days" in r["text"])
-    hits = retriever.search(probe["text"], 3, "dense")
-    assert hits[0].chunk_id == int(probe["id"]) and hits[0].file == "orchard.md"
+    probe = next(c for c in rows if "thirty days" in c.text)
+    hits = retriever.search(probe.text, 3, "dense")
+    assert hits[0].chunk_id == probe.id and hits[0].file == "orchard.md"
     assert hits[0].score == pytest.approx(1.0, abs=1e-4)  # cosine of a vector with itself
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
     assert retriever.search("kiln schedule Thursday glazes potter", 3, "bm25")[0].file == "kiln.md"
@@ -126,7 +127,7 @@ def test_contract(target_settings, corpus, tmp_path):
     changed = ingest([corpus], settings, embedder=embedder)
     assert changed.published and statuses(changed) == {"orchard.md": "unchanged", "kiln.md": "changed",
                                                        "lantern/notes.md": "unchanged"}
-    kiln_chunks = len(open_target(settings).state().files["kiln.md"]["chunks"])
+    kiln_chunks = open_target(settings).state().files["kiln.md"]["chunks"]
     assert 0 < changed.chunks_embedded <= kiln_chunks
     assert open_target(settings).version() != version
     found = open_retriever(settings, mode="bm25").search("cools full day unloading", 2, "bm25")
@@ -139,7 +140,7 @@ def test_contract(target_settings, corpus, tmp_path):
     state = open_target(settings).state()
     assert set(state.files) == {"kiln.md", "lantern/notes.md"}
     retriever = open_retriever(settings, mode="dense")
-    assert all(h.file != "orchard.md" for h in retriever.search(probe["text"], 10, "dense"))
+    assert all(h.file != "orchard.md" for h in retriever.search(probe.text, 10, "dense"))
     assert all(h.file != "orchard.md" for h in retriever.search("orchard vacuum snapshot", 10, "bm25"))
 
     # -- another embedding model is refused, and nothing changes ----------------------------------------

@@ -5,8 +5,9 @@ it only through this class, so a new kind of index is one new module and one lin
 `ragcli.targets.open_target`:
 
 - writing: `lock()` keeps writers apart (or does nothing where writes are idempotent), `state()` says
-  what the target holds (for the planner's diff), `prior_vectors(ids)` gives back held vectors where it
-  can, `publish(plan)` makes the target hold exactly the plan's content, atomically or idempotently;
+  what the target holds (for the planner's diff), `reusable_vectors(text_keys)` gives back vectors it
+  holds for chunk texts (so a changed file re-embeds only its new text), `publish(plan)` makes the
+  target hold exactly the plan's content, atomically or idempotently;
 - reading: `open()` loads what is published and says what it is (`IndexInfo`), `search()` finds
   chunks by vector or by text in the modes the target has natively (`capabilities`), `chunks()` lists
   everything (for bench's baselines), `describe()` reports for status and bench, `version()` cheaply
@@ -101,8 +102,9 @@ class Target(ABC):
         """What the target holds now. With `rebuild`, damage that a rebuild repairs is not an error."""
 
     @abstractmethod
-    def prior_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Held vectors of these chunk ids; ids it cannot give back are left out (the planner re-embeds)."""
+    def reusable_vectors(self, text_keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors the target holds for chunks with these texts (`ragcli.types.text_key`), after
+        `state()`. Texts it cannot give back are left out: the planner embeds them."""
 
     @abstractmethod
     def publish(self, plan: Plan, *, progress: Progress | None = None) -> Published:

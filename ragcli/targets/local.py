@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ragcli.errors import IndexCorruptedError
 from ragcli.store import LocalIndex
 from ragcli.targets.base import Capabilities, IndexInfo, Target, content_manifest
-from ragcli.types import Hit, Published, TargetState
+from ragcli.types import Hit, Published, TargetState, text_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -38,8 +38,9 @@ class LocalTarget(Target):
         self.index_type = settings.index_type  # None: keep the index's own type (flat for a new index)
         self.label = f"The index in {settings.index_dir}"
         self.location = str(settings.index_dir)
-        self._prior: Generation | None = None  # what state() read, for prior vectors and the unchanged check
-        self._prior_vectors: dict[int, Any] | None = None
+        self._prior: Generation | None = None  # what state() read, for reused vectors and the unchanged check
+        self._held: dict[int, Any] | None = None
+        self._by_text: dict[str, Any] | None = None
         self._reader: Generation | None = None  # what open() loaded, for searching
 
     @classmethod
@@ -54,20 +55,34 @@ class LocalTarget(Target):
             yield
 
     def state(self, *, rebuild: bool = False, progress: Progress | None = None) -> TargetState:
-        self._prior, self._prior_vectors = None, None
+        self._prior, self._held, self._by_text = None, None, None
         if rebuild or not self.store.exists():  # a rebuild never reads the old generation: it may be damaged
             return TargetState()
         gen = self._prior = self.store.load()
-        return TargetState(name=gen.name, files=gen.files, embed=gen.embed, splitter=gen.splitter,
+        files = {name: {k: v for k, v in meta.items() if k != "chunks"} | {
+                     "chunks": len(meta.get("chunks") or []),
+                     "tokens": sum(int(r.get("tokens") or 0) for r in meta.get("chunks") or [])}
+                 for name, meta in gen.files.items()}
+        return TargetState(name=gen.name, files=files, embed=gen.embed, splitter=gen.splitter,
                            settings={"index_type": gen.manifest.get("faiss_index_type", "flat")})
 
-    def prior_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+    def _held_vectors(self) -> dict[int, Any]:
+        """Chunk id -> vector of the generation `state()` read (read once)."""
+        if self._held is None:
+            ids, vectors = self._prior.vectors() if self._prior is not None else ([], [])
+            self._held = dict(zip(ids, vectors, strict=True))
+        return self._held
+
+    def reusable_vectors(self, text_keys: Sequence[str]) -> dict[str, np.ndarray]:
         if self._prior is None:
             return {}
-        if self._prior_vectors is None:
-            held, vectors = self._prior.vectors()
-            self._prior_vectors = dict(zip(held, vectors, strict=True))
-        return {i: self._prior_vectors[i] for i in ids if i in self._prior_vectors}
+        if self._by_text is None:
+            held = self._held_vectors()
+            self._by_text = {}
+            for c in self._prior.chunks:
+                if c.id in held:
+                    self._by_text.setdefault(text_key(c.text), held[c.id])
+        return {k: self._by_text[k] for k in text_keys if k in self._by_text}
 
     def publish(self, plan: Plan, *, progress: Progress | None = None) -> Published:
         import numpy as np
@@ -77,15 +92,23 @@ class LocalTarget(Target):
         index_type = self.index_type or held_type or "flat"
         if prior is not None and not plan.changed and held_type == index_type:
             return Published(name=prior.name, published=False)
-        kept = self.prior_vectors(sorted(plan.kept))
-        dim = int(plan.embed["dim"])
-        vectors = np.zeros((len(plan.chunks), dim), dtype=np.float32)
-        for row, c in enumerate(plan.chunks):
-            vectors[row] = plan.vectors[c.id] if c.id in plan.vectors else kept[c.id]
+        # The whole next content: the held chunks of kept files, then the plan's new ones.
+        kept = [c for c in prior.chunks if c.file in plan.kept] if prior is not None else []
+        held = self._held_vectors() if kept else {}
+        chunks = sorted([*kept, *plan.chunks], key=lambda c: (c.file, c.position))
+        vectors = np.zeros((len(chunks), int(plan.embed["dim"])), dtype=np.float32)
+        for row, c in enumerate(chunks):
+            vectors[row] = plan.vectors[c.id] if c.file not in plan.kept else held[c.id]
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for c in chunks:
+            rows.setdefault(c.file, []).append(c.to_json())
+        files = {name: dict(meta, chunks=rows.get(name, [])) for name, meta in plan.files.items()}
+        for meta in files.values():
+            meta.pop("tokens", None)  # format 1 keeps the rows, and their tokens, in the file table
         if progress:
             progress("write", 0, 1)
-        name = self.store.write_generation(plan.chunks, vectors, plan.files, content_manifest(plan),
-                                           index_type=index_type, extra_writers=[_bm25_writer(plan.chunks)])
+        name = self.store.write_generation(chunks, vectors, files, content_manifest(plan), index_type=index_type,
+                                           extra_writers=[_bm25_writer(chunks)])
         if progress:
             progress("write", 1, 1)
         return Published(name=name, published=True)

@@ -185,8 +185,8 @@ def build_manifest(plan: Plan, partial: set[str]) -> dict[str, Any]:
     for relpath, meta in sorted(plan.files.items()):
         status = "partial" if relpath in partial else meta.get("status", "ok")
         files[relpath] = {"sha256": meta.get("sha256"), "bytes": meta.get("bytes"), "root": meta.get("root"),
-                          "chunks": len(meta.get("chunks") or []), "status": status}
-    return {"kind": "ragcli-index", "format": MANIFEST_FORMAT, **content_manifest(plan), "chunks": len(plan.chunks),
+                          "chunks": int(meta.get("chunks") or 0), "status": status}
+    return {"kind": "ragcli-index", "format": MANIFEST_FORMAT, **content_manifest(plan), "chunks": plan.chunk_count,
             "files": files}
 
 

@@ -8,7 +8,7 @@ rows) is processed again by the next ingest, and rows that belong to no current 
 
 Re-ingest is incremental: `state()` scans the index (rows come with their vectors), so unchanged files
 are neither read nor embedded nor uploaded, and vectors of chunks whose text did not change are taken
-from the scan (`prior_vectors`), not re-embedded.
+from the scan (`reusable_vectors`), not re-embedded.
 
 Search: `dense` sends the question's vector (scores converted to cosine), `bm25` a FULL_TEXT query
 (the service's keyword score), `hybrid` the service's own HYBRID query (vector + text, fused by the
@@ -29,7 +29,7 @@ from ragcli.targets.base import Capabilities, IndexInfo, Target
 from ragcli.targets.databricks import rows as R
 from ragcli.targets.databricks.client import DatabricksClient, client_class
 from ragcli.targets.databricks.credentials import resolve_config
-from ragcli.types import Chunk, Hit, Published, TargetState
+from ragcli.types import Chunk, Hit, Published, TargetState, text_key
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -55,6 +55,7 @@ class DatabricksTarget(Target):
         self._info: dict[str, Any] = {}
         self._held: dict[str, dict[str, Any]] = {}  # chunk id -> row (with its vector), read by state()
         self._held_manifest: dict[str, Any] | None = None
+        self._held_ids: dict[str, set[str]] = {}  # file -> ids of its held chunk rows
         self._opened: IndexInfo | None = None
 
     # -- connection --------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ class DatabricksTarget(Target):
         cfg = client.cfg
         client.check_endpoint()
         found = client.get_index(missing_ok=True)
-        self._index, self._info, self._held, self._held_manifest = None, {}, {}, None
+        self._index, self._info, self._held, self._held_manifest, self._held_ids = None, {}, {}, None, {}
         if found is None:
             return TargetState(name=cfg.index)
         self._index, self._info = found
@@ -111,19 +112,27 @@ class DatabricksTarget(Target):
             # Without a manifest nothing in the index is trusted (its rows may come from another model):
             # everything is embedded again and rows that are not part of the next content are deleted.
             return TargetState(name=cfg.index, fixed_dim=dim)
-        return TargetState(name=cfg.index, files=R.file_table(self._held, manifest), embed=manifest.get("embed"),
+        table = R.file_table(self._held, manifest)
+        self._held_ids = {name: {str(r["id"]) for r in meta["chunks"]} for name, meta in table.items()}
+        files = {name: dict(meta, chunks=len(meta["chunks"]), tokens=sum(r["tokens"] for r in meta["chunks"]))
+                 for name, meta in table.items()}
+        return TargetState(name=cfg.index, files=files, embed=manifest.get("embed"),
                            splitter=manifest.get("splitter"), fixed_dim=dim)
 
-    def prior_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+    def reusable_vectors(self, text_keys: Sequence[str]) -> dict[str, np.ndarray]:
         import numpy as np
 
         dim = R.index_dimension(self._info)
-        out = {}
-        for i in ids:
-            values = (self._held.get(str(i)) or {}).get(R.VECTOR_COLUMN)
-            if isinstance(values, list) and dim is not None and len(values) == dim:
-                out[i] = np.asarray(values, dtype=np.float32)
-        return out  # rows the service returned without a vector are embedded again by the planner
+        wanted = set(text_keys)
+        out: dict[str, np.ndarray] = {}
+        for row in self._held.values():
+            values = row.get(R.VECTOR_COLUMN)
+            if not isinstance(values, list) or dim is None or len(values) != dim:
+                continue  # the service returned no vector: the planner embeds that text again
+            key = text_key(str(row.get("text") or ""))
+            if key in wanted and key not in out:
+                out[key] = np.asarray(values, dtype=np.float32)
+        return out
 
     def publish(self, plan: Plan, *, progress: Progress | None = None) -> Published:
         client = self._connect(writing=True)
@@ -135,10 +144,12 @@ class DatabricksTarget(Target):
             self._index, self._info = client.create_index(dim)
             if progress:
                 progress("create index", 1, 1)
-        # Rows to upsert: every chunk embedded or re-used in this run (chunks of unchanged files stay as they are).
-        rows = [R.chunk_row(c, str(plan.files[c.file].get("sha256") or ""), plan.vectors[c.id]) for c in plan.upserts()]
+        # Rows to upsert: the chunks of every file split in this run (rows of kept files stay as they are).
+        rows = [R.chunk_row(c, str(plan.files[c.file].get("sha256") or ""), plan.vectors[c.id]) for c in plan.chunks]
         keep = {str(c.id) for c in plan.chunks}
-        stale = sorted(key for key in self._held if key not in keep)
+        for name in plan.kept:
+            keep |= self._held_ids.get(name, set())
+        stale = sorted(key for key in self._held if key not in keep)  # leftovers of no file included
         failed_upserts = client.write(self._index, rows, progress) if rows else []
         failed_deletes = client.delete(self._index, stale, progress) if stale else []
 
