@@ -423,8 +423,14 @@ class _Exploding(_Held):
         raise RuntimeError(f"exploded near {KEY}")
 
 
+class _Free(_Held):
+    def __init__(self, real) -> None:
+        super().__init__(real)
+        self.go.set()
+
+
 @contextlib.contextmanager
-def _in_process(served, generator_wrapper, **limits):
+def _in_process(served, generator_wrapper, settings=None, **limits):
     import uvicorn
 
     from ragcli.config import Secret
@@ -433,7 +439,7 @@ def _in_process(served, generator_wrapper, **limits):
     from ragcli.serve.server import build
     from ragcli.serve.worker import Limits
 
-    settings = served.settings.replace(api_key=Secret(KEY))
+    settings = (settings or served.settings).replace(api_key=Secret(KEY))
     generator = generator_wrapper(load_generator(settings))
     app = build(settings, Limits(**limits), Pipeline(settings, generator=generator))
     port = _free_port()
@@ -497,8 +503,9 @@ def test_request_past_the_timeout_is_504_and_frees_the_worker(served):
         assert time.monotonic() - started < 10
         generator.go.set()  # the held answer now runs into its deadline at its first token and stops
         _wait_queue(url, 0, 0)
-        r = httpx.post(f"{url}/query", json={"query": QUESTION, "query_context": False},
-                       headers={"X-Api-Key": KEY}, timeout=30)
+        r = httpx.post(f"{url}/v1/chat/completions", headers={"X-Api-Key": KEY}, timeout=30,
+                       json={"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 2,
+                             "ragcli": {"retrieval": False}})  # short, to finish within 1.5 s on a busy machine
         assert r.status_code == 200
 
 
@@ -528,6 +535,23 @@ def test_internal_error_is_a_generic_500_and_the_log_masks_the_key(served, tmp_p
     assert "Internal error: RuntimeError: exploded near ***" in text
     assert "Traceback" in text  # debug level: the traceback is logged, masked too
     assert KEY not in text
+
+
+def test_no_index_yet_answers_without_context_and_picks_up_the_first_ingest(served, tmp_path):
+    from ragcli.ingest import ingest
+
+    settings = served.settings.replace(index_dir=tmp_path / "later-index")
+    with _in_process(served, _Free, settings) as (url, _):
+        headers = {"X-Api-Key": KEY}
+        r = httpx.post(f"{url}/query", json={"query": QUESTION}, headers=headers, timeout=60)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "index_unavailable"
+        assert f"No index in {settings.index_dir}. Run: ragcli ingest" in r.json()["error"]["message"]
+        r = httpx.post(f"{url}/query", json={"query": QUESTION, "query_context": False}, headers=headers, timeout=60)
+        assert r.status_code == 200
+        report = ingest([_corpus(tmp_path / "corpus", "charlie")], settings)
+        r = httpx.post(f"{url}/query", json={"query": QUESTION}, headers=headers, timeout=60)
+        assert r.status_code == 200 and r.json()["generation"] == report.generation
+        assert "Edition charlie." in r.json()["sources"][0]["text"]
 
 
 # -- `ragcli query --stream` --------------------------------------------------------------------------------
