@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -303,12 +303,18 @@ class Generator:
         text = self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
         return Completion(text=text.strip(), prompt_tokens=prompt_len, new_tokens=int(len(ids)))
 
-    def generate(self, prompt: str, max_new_tokens: int = 64) -> Completion:
+    def generate(self, prompt: str, max_new_tokens: int = 64, *,
+                 stop: Callable[[], bool] | None = None) -> Completion:
+        """Greedy answer to `prompt`. `stop`, if given, is asked after every token; when it returns True
+        the generation ends there (the completion is what was generated so far)."""
         import torch
 
         inputs = self._inputs(prompt)
+        kwargs = self._generate_kwargs(max_new_tokens)
+        if stop is not None:
+            kwargs["stopping_criteria"] = _stopping(stop)
         with torch.inference_mode():
-            output = self._model.generate(**inputs, **self._generate_kwargs(max_new_tokens))
+            output = self._model.generate(**inputs, **kwargs)
         return self._completion(inputs, output)
 
     def stream(self, prompt: str, max_new_tokens: int = 64) -> TokenStream:
@@ -316,7 +322,8 @@ class Generator:
 
         Iterate the result for the pieces; once it is exhausted, `.completion` holds the same
         `Completion` that `generate` returns for this prompt. Closing it early (`close()`, or leaving a
-        `with` block) stops the generation at the next token."""
+        `with` block) stops the generation at the next token; `.completion` then holds what was
+        generated until then."""
         return TokenStream(self, prompt, max_new_tokens)
 
     def truncate(self, text: str, max_tokens: int) -> str:
@@ -330,6 +337,19 @@ class Generator:
         return {"model": self.model_id, "revision": self.revision, "kind": self.kind, "max_input_tokens": self.max_input_tokens}
 
 
+def _stopping(stop: Callable[[], bool]) -> Any:
+    """transformers stopping criteria that end the generation once `stop()` is true."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), bool(stop()), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
+
+
 class TokenStream:
     """Text pieces of one generation as they are produced (see `Generator.stream`).
 
@@ -337,18 +357,10 @@ class TokenStream:
     there is raised here, in the reading thread, once the pieces before it are read."""
 
     def __init__(self, generator: Generator, prompt: str, max_new_tokens: int) -> None:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-        stop = threading.Event()
-
-        class _Stopped(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                import torch
-
-                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+        from transformers import TextIteratorStreamer
 
         self.completion: Completion | None = None
-        self._stop = stop
+        self._stop = threading.Event()
         self._generator = generator
         self._inputs = generator._inputs(prompt)
         self._streamer = TextIteratorStreamer(generator._tokenizer, skip_prompt=True, skip_special_tokens=True,
@@ -356,7 +368,7 @@ class TokenStream:
         self._output: Any = None
         self._error: BaseException | None = None
         kwargs = {**self._inputs, **generator._generate_kwargs(max_new_tokens), "streamer": self._streamer,
-                  "stopping_criteria": StoppingCriteriaList([_Stopped()])}
+                  "stopping_criteria": _stopping(self._stop.is_set)}
         self._thread = threading.Thread(target=self._run, args=(kwargs,), name="ragcli-generate", daemon=True)
         self._thread.start()
 
@@ -385,15 +397,20 @@ class TokenStream:
                 held = piece[len(text):]
             else:
                 held += piece
-        self._thread.join()
+        self._join()
         if self._error is not None:
             raise self._error
-        self.completion = self._generator._completion(self._inputs, self._output)
+
+    def _join(self) -> None:
+        self._thread.join()
+        if self._error is None and self.completion is None:
+            self.completion = self._generator._completion(self._inputs, self._output)
 
     def close(self) -> None:
-        """Stop the generation (if still running) and wait for its thread."""
+        """Stop the generation (if still running) and wait for it; `completion` is then what was generated
+        (None if the generation failed: iterating raises its error)."""
         self._stop.set()
-        self._thread.join()
+        self._join()
 
     def __enter__(self) -> TokenStream:
         return self

@@ -222,12 +222,14 @@ def answer(
     retriever: Retriever | None = None,
     generator: Generator | None = None,
     on_token: Callable[[str, str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> QueryResult:
     """Answer `question` with retrieved context (`context`), without it (`bare`), or both.
 
     With `on_token`, answers are streamed: `on_token(which, piece)` is called with each text piece as it
     is generated, `which` being "with_context" or "without_context"; the result is the same. An exception
-    raised by `on_token` stops the generation and propagates."""
+    raised by `on_token` stops the generation and propagates. `stop`, if given, is asked after every
+    token; once it returns True the answers end there (for a caller's deadline)."""
     from ragcli.models import load_generator
 
     if not (context or bare):
@@ -256,7 +258,7 @@ def answer(
         else:
             plan = build_prompt(question, hits, generator)
             t = time.perf_counter()
-            out = _generate(generator, plan.prompt, settings.max_new_tokens, on_token, "with_context")
+            out = _generate(generator, plan.prompt, settings.max_new_tokens, on_token, stop, "with_context")
             seconds = time.perf_counter() - t
             timings["generate_context"] = seconds
             result.with_context = Answer(text=out.text, with_context=True, prompt_tokens=out.prompt_tokens,
@@ -265,7 +267,7 @@ def answer(
                                          truncated=plan.truncated)
     if bare:
         t = time.perf_counter()
-        out = _generate(generator, bare_prompt(question), settings.max_new_tokens, on_token, "without_context")
+        out = _generate(generator, bare_prompt(question), settings.max_new_tokens, on_token, stop, "without_context")
         seconds = time.perf_counter() - t
         timings["generate_bare"] = seconds
         result.without_context = Answer(text=out.text, with_context=False, prompt_tokens=out.prompt_tokens,
@@ -274,14 +276,16 @@ def answer(
     return result
 
 
-def _generate(generator: Generator, prompt: str, max_new_tokens: int,
-              on_token: Callable[[str, str], None] | None, which: str) -> Completion:
+def _generate(generator: Generator, prompt: str, max_new_tokens: int, on_token: Callable[[str, str], None] | None,
+              stop: Callable[[], bool] | None, which: str) -> Completion:
     if on_token is None:
-        return generator.generate(prompt, max_new_tokens)
+        return generator.generate(prompt, max_new_tokens, stop=stop)
     with generator.stream(prompt, max_new_tokens) as stream:
         for piece in stream:
             on_token(which, piece)
-    assert stream.completion is not None  # set once the stream is exhausted
+            if stop is not None and stop():
+                break
+    assert stream.completion is not None  # set once the stream is exhausted or closed
     return stream.completion
 
 

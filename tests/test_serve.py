@@ -412,14 +412,21 @@ class _Held:
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    def stream(self, prompt: str, max_new_tokens: int = 64):
+    def _hold(self) -> None:
         self.entered.set()
         self.go.wait(60)
+
+    def generate(self, prompt: str, max_new_tokens: int = 64, **kwargs):
+        self._hold()
+        return self._real.generate(prompt, max_new_tokens, **kwargs)
+
+    def stream(self, prompt: str, max_new_tokens: int = 64):
+        self._hold()
         return self._real.stream(prompt, max_new_tokens)
 
 
 class _Exploding(_Held):
-    def stream(self, prompt: str, max_new_tokens: int = 64):
+    def _hold(self) -> None:
         raise RuntimeError(f"exploded near {KEY}")
 
 
@@ -501,7 +508,7 @@ def test_request_past_the_timeout_is_504_and_frees_the_worker(served):
                        headers={"X-Api-Key": KEY}, timeout=30)
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout"
         assert time.monotonic() - started < 10
-        generator.go.set()  # the held answer now runs into its deadline at its first token and stops
+        generator.go.set()  # the held answer now runs past its deadline: it stops at its first token
         _wait_queue(url, 0, 0)
         r = httpx.post(f"{url}/v1/chat/completions", headers={"X-Api-Key": KEY}, timeout=30,
                        json={"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 2,

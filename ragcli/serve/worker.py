@@ -4,7 +4,8 @@ The generator and the embedder are used by one thread: their tokenizers are not 
 between threads, and on a CPU (or one accelerator) parallel generations only slow each other down.
 So `Worker` runs each request's whole answer (reload check, retrieval, prompt, generation) on a single
 thread, lets at most `queue` more wait, and refuses the rest with `Busy` (HTTP 503, Retry-After). A
-request past its deadline is dropped from the queue, or stopped at its next token.
+request past its deadline (or whose client has gone) is dropped from the queue, or its generation stops
+at the next token.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class BadQuestion(RagcliError):
 
 
 class _Cancelled(Exception):
-    """Raised inside the worker thread to stop a generation whose request has gone."""
+    """Raised inside the worker thread for a request that has gone or is past its deadline."""
 
 
 @dataclass
@@ -68,8 +69,12 @@ class Job:
     on_token: Callable[[str, str], None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
+    def stopped(self) -> bool:
+        """The request has gone or is past its deadline."""
+        return self.cancelled.is_set() or time.monotonic() > self.deadline
+
     def check(self) -> None:
-        if self.cancelled.is_set() or time.monotonic() > self.deadline:
+        if self.stopped():
             raise _Cancelled
 
 
@@ -129,13 +134,8 @@ class Worker:
         settings = pipeline.settings.replace(top_k=job.top_k, mode=job.mode, max_new_tokens=job.max_new_tokens)
         retriever = pipeline.retriever() if job.context else None
         job.check()
-
-        def on_token(which: str, piece: str) -> None:
-            job.check()
-            if job.on_token is not None:
-                job.on_token(which, piece)
-
         result = answer(job.question, settings, context=job.context, bare=job.bare, retriever=retriever,
-                        generator=pipeline.generator, on_token=on_token)
+                        generator=pipeline.generator, on_token=job.on_token, stop=job.stopped)
+        job.check()  # an answer cut short by the deadline is not an answer
         self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - started)
         return result
