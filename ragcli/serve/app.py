@@ -186,10 +186,6 @@ class _BodyLimit:
 
 
 # -- the application ---------------------------------------------------------------------------------
-def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
-
-
 async def _parse(request: Request, model: type[BaseModel]) -> Any:
     """The body as `model`, whatever the Content-Type (curl sends form encoding unless told otherwise)."""
     raw = await request.body()
@@ -212,8 +208,9 @@ def create_app(pipeline: Pipeline, limits: Limits | None = None, *, api_key: Sec
         yield
         worker.shutdown()
 
-    app = FastAPI(title="ragcli", docs_url=None, redoc_url=None, lifespan=lifespan,
-                  description="Retrieval-augmented answers from a ragcli index.")
+    # No OpenAPI document or docs pages: the bodies are parsed by hand (whatever the Content-Type), and
+    # their JSON schemas are those of the models in ragcli.serve.schemas.
+    app = FastAPI(title="ragcli", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.worker = worker
     app.state.pipeline = pipeline
 
@@ -241,7 +238,7 @@ def create_app(pipeline: Pipeline, limits: Limits | None = None, *, api_key: Sec
         except Exception as exc:
             raise _api_error(exc) from None
 
-    @app.post("/query", openapi_extra=_body_schema(QueryRequest))
+    @app.post("/query")
     async def query(request: Request) -> JSONResponse:
         """Answer one question; the body of the answer is `ragcli query --json`'s."""
         body: QueryRequest = await _parse(request, QueryRequest)
@@ -250,12 +247,13 @@ def create_app(pipeline: Pipeline, limits: Limits | None = None, *, api_key: Sec
                                bare=body.compare or not body.query_context, top_k=body.top_k, mode=body.mode))
         return JSONResponse(result.to_json())
 
-    @app.post("/v1/chat/completions", openapi_extra=_body_schema(ChatRequest))
+    @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         """OpenAI-compatible chat completion over retrieval (on by default)."""
         body: ChatRequest = await _parse(request, ChatRequest)
         if body.model is not None and body.model != served_model:
-            raise ApiError(404, f"The model {body.model!r} is not served here; GET /v1/models lists the one that is.",
+            raise ApiError(404, f"The model {body.model[:100]!r} is not served here; GET /v1/models lists the one "
+                                "that is.",
                            code="model_not_found")
         last = body.messages[-1]
         if last.role != "user" or not last.text().strip():
