@@ -561,6 +561,33 @@ def test_no_index_yet_answers_without_context_and_picks_up_the_first_ingest(serv
         assert "Edition charlie." in r.json()["sources"][0]["text"]
 
 
+@pytest.mark.databricks
+def test_databricks_target_is_served_like_the_local_one(served, tmp_path):
+    pytest.importorskip("databricks.ai_search")
+    try:
+        import dbx_emulator
+    except ImportError:  # pragma: no cover - tests/ became a package
+        from tests import dbx_emulator
+    from ragcli.config import load_settings
+    from ragcli.ingest import ingest
+
+    token = "dapi-CANARY-serve-3c1d"
+    with dbx_emulator.Emulator(tokens={token}, endpoints=["ep"]) as emu:
+        settings = load_settings({"models_dir": served.models, "embed_model": EMBED, "gen_model": GEN,
+                                  "splitter": "sentence", "target": "databricks"},
+                                 env={"DATABRICKS_HOST": emu.url, "DATABRICKS_TOKEN": token,
+                                      "RAGCLI_DATABRICKS_ENDPOINT": "ep", "RAGCLI_DATABRICKS_INDEX": "main.rag.chunks"})
+        ingest([_corpus(tmp_path / "corpus", "delta")], settings)
+        with _in_process(served, _Free, settings) as (url, _):
+            headers = {"X-Api-Key": KEY}
+            data = httpx.post(f"{url}/query", content=SEED_BODY, headers=headers, timeout=60).json()
+            assert data["target"] == "databricks" and data["generation"] == "main.rag.chunks"
+            assert len(data["sources"]) == 1 and "Edition delta." in data["sources"][0]["text"]
+            health = httpx.get(f"{url}/health", headers=headers).json()
+            assert health["target"] == "databricks" and health["index"]["generation"] == "main.rag.chunks"
+            assert token not in json.dumps(health)
+
+
 # -- `ragcli query --stream` --------------------------------------------------------------------------------
 def test_query_stream_prints_the_same_answer_and_the_sources(served, query_json, cli):
     expected = query_json("--context", "-k", "2", QUESTION)
