@@ -6,8 +6,8 @@
 environment always wins, and nothing leaks into other code in the same process. Library functions
 take a `Settings` object; only `load_settings` looks at the environment.
 
-Secrets (Hugging Face and Databricks tokens) are wrapped in `Secret`, whose `str` and `repr` are
-masked, and `redact` removes their values from any text before it is shown or written.
+Secrets (Hugging Face and Databricks tokens, the `serve` API key) are wrapped in `Secret`, whose `str`
+and `repr` are masked, and `redact` removes their values from any text before it is shown or written.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ FUSIONS = ("rrf", "weighted")
 INDEX_TYPES = ("flat", "hnsw")
 
 # Environment variables whose values are secrets wherever they appear.
-SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET")
+SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "RAGCLI_API_KEY")
 
 
 class Secret:
@@ -103,6 +103,8 @@ class Settings:
     databricks_timeout: float = 60.0  # seconds per HTTP request (the client library sets none)
     databricks_retries: int = 5  # retries of a transient failure (429, 5xx, timeout, connection reset)
     databricks_backoff: float = 1.0  # first retry delay in seconds; doubles each retry (capped at 30 s)
+    # `ragcli serve`: the key clients must send (environment or .env only, never a flag)
+    api_key: Secret | None = None
     # Diagnostics
     debug: bool = False
 
@@ -218,6 +220,7 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "databricks_timeout": (("RAGCLI_DATABRICKS_TIMEOUT",), _parser_float(0.1, 3600.0)),
     "databricks_retries": (("RAGCLI_DATABRICKS_RETRIES",), _parser_int(0, 20)),
     "databricks_backoff": (("RAGCLI_DATABRICKS_BACKOFF",), _parser_float(0.0, 60.0)),
+    "api_key": (("RAGCLI_API_KEY",), _parse_secret),
     "debug": (("RAGCLI_DEBUG",), _parse_bool),
 }
 

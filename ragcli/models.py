@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -296,9 +297,7 @@ class Generator:
         enc = self._tokenizer(self._render(prompt), add_special_tokens=self._add_special_tokens, verbose=False)
         return len(enc["input_ids"])
 
-    def generate(self, prompt: str, max_new_tokens: int = 64) -> Completion:
-        import torch
-
+    def _inputs(self, prompt: str) -> dict[str, Any]:
         enc = self._tokenizer(
             self._render(prompt),
             return_tensors="pt",
@@ -308,22 +307,42 @@ class Generator:
             verbose=False,
         )
         # Some tokenizers return token_type_ids, which generate() rejects for these models.
-        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def _generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
         pad = self._tokenizer.pad_token_id
         if pad is None:
             pad = self._tokenizer.eos_token_id
-        with torch.inference_mode():
-            output = self._model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=pad,
-            )
+        return {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1, "pad_token_id": pad}
+
+    def _completion(self, inputs: dict[str, Any], output: Any) -> Completion:
         prompt_len = int(inputs["input_ids"].shape[1])
         ids = output[0] if self.kind == "seq2seq" else output[0][prompt_len:]
         text = self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
         return Completion(text=text.strip(), prompt_tokens=prompt_len, new_tokens=int(len(ids)))
+
+    def generate(self, prompt: str, max_new_tokens: int = 64, *,
+                 stop: Callable[[], bool] | None = None) -> Completion:
+        """Greedy answer to `prompt`. `stop`, if given, is asked after every token; when it returns True
+        the generation ends there (the completion is what was generated so far)."""
+        import torch
+
+        inputs = self._inputs(prompt)
+        kwargs = self._generate_kwargs(max_new_tokens)
+        if stop is not None:
+            kwargs["stopping_criteria"] = _stopping(stop)
+        with torch.inference_mode():
+            output = self._model.generate(**inputs, **kwargs)
+        return self._completion(inputs, output)
+
+    def stream(self, prompt: str, max_new_tokens: int = 64) -> TokenStream:
+        """Generate like `generate`, yielding text pieces as they are decoded.
+
+        Iterate the result for the pieces; once it is exhausted, `.completion` holds the same
+        `Completion` that `generate` returns for this prompt. Closing it early (`close()`, or leaving a
+        `with` block) stops the generation at the next token; `.completion` then holds what was
+        generated until then."""
+        return TokenStream(self, prompt, max_new_tokens)
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """The first `max_tokens` generator tokens of `text`, as text."""
@@ -334,6 +353,88 @@ class Generator:
 
     def info(self) -> dict[str, Any]:
         return {"model": self.model_id, "revision": self.revision, "kind": self.kind, "max_input_tokens": self.max_input_tokens}
+
+
+def _stopping(stop: Callable[[], bool]) -> Any:
+    """transformers stopping criteria that end the generation once `stop()` is true."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), bool(stop()), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
+
+
+class TokenStream:
+    """Text pieces of one generation as they are produced (see `Generator.stream`).
+
+    `model.generate` runs in a background thread with transformers' `TextIteratorStreamer`; an error
+    there is raised here, in the reading thread, once the pieces before it are read."""
+
+    def __init__(self, generator: Generator, prompt: str, max_new_tokens: int) -> None:
+        from transformers import TextIteratorStreamer
+
+        self.completion: Completion | None = None
+        self._stop = threading.Event()
+        self._generator = generator
+        self._inputs = generator._inputs(prompt)
+        self._streamer = TextIteratorStreamer(generator._tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                              clean_up_tokenization_spaces=True)
+        self._output: Any = None
+        self._error: BaseException | None = None
+        kwargs = {**self._inputs, **generator._generate_kwargs(max_new_tokens), "streamer": self._streamer,
+                  "stopping_criteria": _stopping(self._stop.is_set)}
+        self._thread = threading.Thread(target=self._run, args=(kwargs,), name="ragcli-generate", daemon=True)
+        self._thread.start()
+
+    def _run(self, kwargs: dict[str, Any]) -> None:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                self._output = self._generator._model.generate(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            self._error = exc
+            self._streamer.end()  # wake the reader, which re-raises
+
+    def __iter__(self) -> Iterator[str]:
+        # `generate` strips the answer; the stream holds back whitespace until text follows it, so the
+        # pieces joined are exactly `completion.text`.
+        held = ""
+        started = False
+        for piece in self._streamer:
+            text = piece.rstrip()
+            if text:
+                out = (held + text) if started else (held + text).lstrip()
+                started = started or bool(out)
+                if out:
+                    yield out
+                held = piece[len(text):]
+            else:
+                held += piece
+        self._join()
+        if self._error is not None:
+            raise self._error
+
+    def _join(self) -> None:
+        self._thread.join()
+        if self._error is None and self.completion is None:
+            self.completion = self._generator._completion(self._inputs, self._output)
+
+    def close(self) -> None:
+        """Stop the generation (if still running) and wait for it; `completion` is then what was generated
+        (None if the generation failed: iterating raises its error)."""
+        self._stop.set()
+        self._join()
+
+    def __enter__(self) -> TokenStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @functools.lru_cache(maxsize=2)

@@ -13,6 +13,7 @@ the fused score (reciprocal rank fusion, or the weighted sum of per-query min-ma
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from ragcli.types import Hit
 
 if TYPE_CHECKING:  # pragma: no cover
     from ragcli.config import Settings
-    from ragcli.models import Generator
+    from ragcli.models import Completion, Generator
     from ragcli.retrieval import Retriever
 
 CONTEXT_PROMPT = (
@@ -135,8 +136,15 @@ def answer(
     bare: bool = False,
     retriever: Retriever | None = None,
     generator: Generator | None = None,
+    on_token: Callable[[str, str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> QueryResult:
-    """Answer `question` with retrieved context (`context`), without it (`bare`), or both."""
+    """Answer `question` with retrieved context (`context`), without it (`bare`), or both.
+
+    With `on_token`, answers are streamed: `on_token(which, piece)` is called with each text piece as it
+    is generated, `which` being "with_context" or "without_context"; the result is the same. An exception
+    raised by `on_token` stops the generation and propagates. `stop`, if given, is asked after every
+    token; once it returns True the answers end there (for a caller's deadline)."""
     from ragcli.models import load_generator
 
     if not (context or bare):
@@ -167,7 +175,7 @@ def answer(
         else:
             plan = build_prompt(question, hits, generator)
             t = time.perf_counter()
-            out = generator.generate(plan.prompt, settings.max_new_tokens)
+            out = _generate(generator, plan.prompt, settings.max_new_tokens, on_token, stop, "with_context")
             seconds = time.perf_counter() - t
             timings["generate_context"] = seconds
             result.with_context = Answer(text=out.text, with_context=True, prompt_tokens=out.prompt_tokens,
@@ -176,10 +184,23 @@ def answer(
                                          truncated=plan.truncated)
     if bare:
         t = time.perf_counter()
-        out = generator.generate(bare_prompt(question), settings.max_new_tokens)
+        out = _generate(generator, bare_prompt(question), settings.max_new_tokens, on_token, stop, "without_context")
         seconds = time.perf_counter() - t
         timings["generate_bare"] = seconds
         result.without_context = Answer(text=out.text, with_context=False, prompt_tokens=out.prompt_tokens,
                                         new_tokens=out.new_tokens, seconds=round(seconds, 4))
     result.timings = {k: round(v, 4) for k, v in timings.items()}
     return result
+
+
+def _generate(generator: Generator, prompt: str, max_new_tokens: int, on_token: Callable[[str, str], None] | None,
+              stop: Callable[[], bool] | None, which: str) -> Completion:
+    if on_token is None:
+        return generator.generate(prompt, max_new_tokens, stop=stop)
+    with generator.stream(prompt, max_new_tokens) as stream:
+        for piece in stream:
+            on_token(which, piece)
+            if stop is not None and stop():
+                break
+    assert stream.completion is not None  # set once the stream is exhausted or closed
+    return stream.completion

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "llama_index", "databricks", "bm25s", "huggingface_hub")
+HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "llama_index", "databricks", "bm25s", "huggingface_hub",
+         "fastapi", "starlette", "uvicorn")
 
 
 def _heavy_after(code: str) -> list[str]:
@@ -20,7 +21,8 @@ def test_importing_the_cli_loads_no_heavy_library():
     assert _heavy_after("import ragcli.cli.app") == []
 
 
-@pytest.mark.parametrize("command", [[], ["ingest"], ["query"], ["bench"], ["download-model"], ["status"], ["index"]])
+@pytest.mark.parametrize("command", [[], ["ingest"], ["query"], ["bench"], ["download-model"], ["status"], ["index"],
+                                     ["serve"]])
 def test_help_loads_no_heavy_library(command):
     args = [*command, "--help"]
     assert _heavy_after(f"import sys\nfrom ragcli.cli.app import app\ntry:\n    app({args!r}, prog_name='ragcli')\n"
@@ -42,7 +44,7 @@ def test_every_command_explains_itself(cli, command):
 def test_root_help_lists_commands(cli):
     result = cli("--help")
     assert result.exit_code == 0
-    for name in ("download-model", "ingest", "query", "bench", "status", "index"):
+    for name in ("download-model", "ingest", "query", "bench", "status", "index", "serve"):
         assert name in result.stdout
 
 

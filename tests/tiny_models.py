@@ -39,7 +39,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TinyModels", "build_tiny_models", "install_in_models_dir", "DEFAULT_REVISION"]
+__all__ = ["TinyModels", "build_tiny_models", "build_wordy_seq2seq", "install_in_models_dir", "DEFAULT_REVISION"]
 
 DEFAULT_REVISION = "0" * 40
 SEED = 1234
@@ -311,6 +311,33 @@ def build_tiny_models(dest: Path) -> TinyModels:
         if bars:
             hf_logging.enable_progress_bar()
     return models
+
+
+def build_wordy_seq2seq(seq2seq: Path, dest: Path, words: tuple[str, str] = ("index", "vector")) -> Path:
+    """A copy of the tiny T5 whose output head can only pick between two whole words, so its answers are
+    words separated by spaces ("vector index index …"). The random T5 answers in one run of word pieces,
+    which a text streamer (it emits at spaces) delivers as a single piece; this one streams word by word."""
+    import torch
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    shutil.copytree(seq2seq, dest)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        ids = AutoTokenizer.from_pretrained(dest).convert_tokens_to_ids(list(words))
+        model = T5ForConditionalGeneration.from_pretrained(dest).eval()
+        torch.manual_seed(SEED)
+        head = torch.zeros_like(model.lm_head.weight)
+        direction = torch.randn(head.shape[1])
+        head[ids[0]], head[ids[1]] = direction, -direction  # one of the two always outscores every other token
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(head)
+        model.save_pretrained(dest, safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return dest
 
 
 def install_in_models_dir(

@@ -29,6 +29,8 @@ EPILOG = """Examples:
   ragcli query --compare -k 6 "Which FAISS index does the team use?"
 
   ragcli query --context --mode hybrid --json "What is the p95 target?" | jq .with_context.text
+
+  ragcli query --context --stream "What does the ingestion runbook say about retries?"
 """
 
 
@@ -50,18 +52,28 @@ def command(
     databricks_endpoint: DatabricksEndpointOpt = None,
     databricks_index: DatabricksIndexOpt = None,
     json_out: JsonOpt = False,
+    stream: Annotated[bool, typer.Option("--stream", help="Print the answer as it is generated, then the sources (not with --json).")] = False,
 ) -> None:
     """Answer a question, with retrieved context (--context), without it, or both (--compare)."""
     from ragcli.cli._output import print_json
     from ragcli.config import FUSIONS, MODES, TARGETS
+    from ragcli.errors import UsageError
     from ragcli.query import answer
 
+    if stream and json_out:
+        raise UsageError("--stream prints the answer as it is generated and --json one object at the end: use one.")
     check_choices(("--mode", mode, MODES), ("--fusion", fusion, FUSIONS), ("--target", target, TARGETS))
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, top_k=top_k, mode=mode, fusion=fusion, hybrid_alpha=alpha, max_new_tokens=max_new_tokens,
                              embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     use_context = context or compare
+    if stream:
+        printer = _StreamPrinter(question, labels=compare)
+        result = answer(question, settings, context=use_context, bare=compare or not context, on_token=printer)
+        printer.finish(result)
+        render_sources(result)
+        return
     result = answer(question, settings, context=use_context, bare=compare or not context)
     if json_out:
         print_json(result.to_json())
@@ -69,11 +81,47 @@ def command(
     render(result)
 
 
+class _StreamPrinter:
+    """`on_token` for `answer`: writes each piece to stdout as it arrives, literally (no markup)."""
+
+    LABELS = {"with_context": "With context:", "without_context": "Without context:"}
+
+    def __init__(self, question: str, labels: bool) -> None:
+        import sys
+
+        self.out = sys.stdout
+        self.labels = labels
+        self.seen: list[str] = []
+        self.out.write(f"Q: {question}\n")
+
+    def _start(self, which: str) -> None:
+        if self.seen:
+            self.out.write("\n")
+        if self.labels:
+            self.out.write(self.LABELS[which] + "\n")
+        self.seen.append(which)
+
+    def __call__(self, which: str, piece: str) -> None:
+        if not self.seen or self.seen[-1] != which:
+            self._start(which)
+        self.out.write(piece)
+        self.out.flush()
+
+    def finish(self, result) -> None:  # QueryResult
+        """Print the answers that produced no piece (no passage found, or an empty answer)."""
+        for which in ("with_context", "without_context"):
+            a = getattr(result, which)
+            if a is not None and which not in self.seen:
+                self._start(which)
+                self.out.write(a.text or "(empty answer)")
+        self.out.write("\n")
+        self.out.flush()
+
+
 def render(result) -> None:  # QueryResult; kept untyped so this module stays light
     from rich.columns import Columns
     from rich.markup import escape
     from rich.panel import Panel
-    from rich.table import Table
 
     from ragcli.cli._output import out
 
@@ -92,6 +140,16 @@ def render(result) -> None:  # QueryResult; kept untyped so this module stays li
                             expand=True))
     console.print(f"[bold]Q:[/] {escape(result.question)}", markup=True, highlight=False)
     console.print(Columns(panels, equal=True, expand=True) if len(panels) > 1 else panels[0])
+    render_sources(result)
+
+
+def render_sources(result) -> None:  # QueryResult
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ragcli.cli._output import out
+
+    console = out()
     if result.with_context is not None:
         table = Table(title=f"Sources ({result.mode}, top {result.top_k})")
         table.add_column("#", justify="right")

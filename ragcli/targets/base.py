@@ -45,7 +45,9 @@ class Capabilities:
     temporary target of this kind (False where that would create billed remote resources).
     `atomic_publish`: readers see the old or the new content, never a mix (else publishing is
     idempotent and converges). `verify`: `verify()` checks stored data against checksums.
-    `raw_search`: `raw_search` exists (bench's raw baseline)."""
+    `raw_search`: `raw_search` exists (bench's raw baseline). `reload`: `version()` is cheap, so a
+    long-running reader (`ragcli serve`) polls it and opens the new content when it changes; a target
+    without it is searched live."""
 
     modes: frozenset[str]
     scratch_copy: bool = False
@@ -53,11 +55,12 @@ class Capabilities:
     verify: bool = False
     raw_search: bool = False
     fusion_params: bool = True  # --fusion/--alpha apply (False where the service fuses hybrid itself)
+    reload: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"modes": sorted(self.modes), "scratch_copy": self.scratch_copy,
                 "atomic_publish": self.atomic_publish, "verify": self.verify, "raw_search": self.raw_search,
-                "fusion_params": self.fusion_params}
+                "fusion_params": self.fusion_params, "reload": self.reload}
 
 
 @dataclass

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class LocalTarget(Target):
     kind = "local"
     capabilities = Capabilities(modes=frozenset({"dense", "bm25"}), scratch_copy=True, atomic_publish=True,
-                                verify=True, raw_search=True)
+                                verify=True, raw_search=True, reload=True)
 
     def __init__(self, settings: Settings) -> None:
         self.root: Path = settings.index_dir
