@@ -441,6 +441,9 @@ class Workspace:
         with self._lock:
             if st.state in ("PENDING", "RUNNING"):
                 st.cancel = True
+            if st.state == "PENDING":  # not started: cancelled at once (a running one stops before it executes)
+                st.state = "CANCELED"
+                st.done.set()
 
     def _statement(self, statement_id: str) -> ExecutedStatement:
         with self._lock:

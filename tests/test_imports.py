@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "llama_index", "databricks", "bm25s", "huggingface_hub")
+HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "llama_index", "databricks", "bm25s", "huggingface_hub",
+         "pyspark", "pandas", "pyarrow", "deltalake")
 
 
 def _heavy_after(code: str) -> list[str]:
