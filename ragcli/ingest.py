@@ -179,7 +179,7 @@ def plan_ingest(
     from ragcli.models import load_embedder
     from ragcli.registry import model_mismatch, resolve_model
     from ragcli.splitting import SplitterSettings
-    from ragcli.types import Chunk, chunk_id, sha256_file, text_key
+    from ragcli.types import file_chunks, sha256_file, text_key
 
     path_list = [Path(p) for p in paths]
     sources = discover(path_list)
@@ -306,15 +306,9 @@ def plan_ingest(
             from ragcli.splitting import Splitter
 
             splitter = Splitter(split_settings, get_embedder())
-        emb = get_embedder()
-        pieces = splitter.split(text)
-        occurrences: dict[str, int] = {}
         rows = []
-        for position, piece in enumerate(pieces):
-            n = occurrences.get(piece, 0)
-            occurrences[piece] = n + 1
-            c = Chunk(id=chunk_id(src.relpath, piece, n), file=src.relpath, position=position, text=piece,
-                      tokens=emb.count_tokens(piece))
+        for c in file_chunks(src.relpath, splitter.split(text), get_embedder().count_tokens):
+            piece = c.text
             chunks.append(c)
             rows.append(c.to_json())
             reuse = reuse_by_text.get(text_key(piece))
