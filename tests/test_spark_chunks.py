@@ -9,11 +9,10 @@ import hashlib
 import pytest
 from conftest import SAMPLE_DOCS, write_tree
 
-pytestmark = pytest.mark.slow
-
 pd = pytest.importorskip("pandas")
 
 
+@pytest.mark.slow
 def test_chunk_partition_gives_ingests_chunks_from_bytes(settings, tmp_path):
     from ragcli.ingest import ingest
     from ragcli.spark import CHUNK_COLUMNS, _chunk_partition, _read_partition
@@ -63,3 +62,35 @@ def test_relative_paths_ignore_uri_schemes_and_refuse_outsiders():
     assert _relative("/Volumes/main/rag/docs/x.md", "dbfs:/Volumes/main/rag/docs/") == "x.md"
     with pytest.raises(UsageError, match="not inside"):
         _relative("/Volumes/main/rag/other/x.md", "/Volumes/main/rag/docs")
+
+
+def test_the_delta_merge_names_a_table_only_through_a_parameter():
+    from ragcli.spark import _merge_delta
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+            self.catalog = self
+
+        def sql(self, text, args=None):
+            self.calls.append((text, dict(args or {})))
+
+        def dropTempView(self, name):
+            self.calls.append(("drop", name))
+
+    class Content:
+        def createOrReplaceTempView(self, name):
+            self.view = name
+
+    spark, content = Recorder(), Content()
+    _merge_delta(spark, content, "main.rag.chunks")
+    (create, create_args), (merge, merge_args), dropped = spark.calls
+    assert "main.rag" not in create + merge and create_args == merge_args == {"target": "main.rag.chunks"}
+    assert create.startswith("CREATE TABLE IF NOT EXISTS IDENTIFIER(:target) (id STRING NOT NULL, kind STRING")
+    assert "delta.enableChangeDataFeed = true" in create
+    assert merge.startswith(f"MERGE INTO IDENTIFIER(:target) AS t USING {content.view} AS s ON t.id = s.id")
+    assert "WHEN NOT MATCHED BY SOURCE THEN DELETE" in merge and dropped == ("drop", content.view)
+    from ragcli.errors import UsageError
+
+    with pytest.raises(UsageError, match="backtick"):
+        _merge_delta(Recorder(), Content(), "/tmp/x`; DROP TABLE y; --")
