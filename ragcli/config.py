@@ -105,6 +105,13 @@ class Settings:
     databricks_backoff: float = 1.0  # first retry delay in seconds; doubles each retry (capped at 30 s)
     # `ragcli serve`: the key clients must send (environment or .env only, never a flag)
     api_key: Secret | None = None
+    # Delta Sync index (a Unity Catalog Delta table behind the index, written through a SQL warehouse)
+    databricks_warehouse: str | None = None  # SQL warehouse id
+    databricks_table: str | None = None  # catalog.schema.table, the index's source table
+    databricks_volume: str | None = None  # /Volumes/catalog/schema/volume[/folder], staging for Parquet uploads
+    databricks_embedding_endpoint: str | None = None  # managed embeddings (model serving endpoint); None: self-managed
+    databricks_statement_timeout: float = 600.0  # seconds a SQL statement may take, a warehouse start included
+    databricks_sync_timeout: float = 3600.0  # seconds an index sync may take
     # Diagnostics
     debug: bool = False
 
@@ -221,6 +228,12 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "databricks_retries": (("RAGCLI_DATABRICKS_RETRIES",), _parser_int(0, 20)),
     "databricks_backoff": (("RAGCLI_DATABRICKS_BACKOFF",), _parser_float(0.0, 60.0)),
     "api_key": (("RAGCLI_API_KEY",), _parse_secret),
+    "databricks_warehouse": (("RAGCLI_DATABRICKS_WAREHOUSE",), _parse_str),
+    "databricks_table": (("RAGCLI_DATABRICKS_TABLE",), _parse_str),
+    "databricks_volume": (("RAGCLI_DATABRICKS_VOLUME",), _parse_str),
+    "databricks_embedding_endpoint": (("RAGCLI_DATABRICKS_EMBEDDING_ENDPOINT",), _parse_str),
+    "databricks_statement_timeout": (("RAGCLI_DATABRICKS_STATEMENT_TIMEOUT",), _parser_float(1.0, 24 * 3600.0)),
+    "databricks_sync_timeout": (("RAGCLI_DATABRICKS_SYNC_TIMEOUT",), _parser_float(1.0, 7 * 24 * 3600.0)),
     "debug": (("RAGCLI_DEBUG",), _parse_bool),
 }
 

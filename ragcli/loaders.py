@@ -246,10 +246,21 @@ def load_text(path: Path, *, encoding: str | None = None, limits: LoaderLimits =
     A `ConfigError` means the `encoding` name itself is unknown (a bad flag, not a bad file).
     """
     path = Path(path)
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise DocumentError(path, _unsupported_reason(path.suffix))
+    return load_bytes(path, _read_file(path, limits.max_file_bytes), encoding=encoding, limits=limits)
+
+
+def load_bytes(path: Path | str, data: bytes, *, encoding: str | None = None,
+               limits: LoaderLimits = DEFAULT_LIMITS) -> str:
+    """`load_text` for a document already read into memory (a Spark job's binary files): `path` gives the
+    format (its suffix) and the name in messages; the same checks, limits and errors apply."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DocumentError(path, _unsupported_reason(path.suffix))
-    data = _read_file(path, limits.max_file_bytes)
+    if len(data) > limits.max_file_bytes:
+        raise DocumentError(path, _too_big_reason(len(data), limits.max_file_bytes))
     if not data:
         raise EmptyDocumentError(path, EMPTY_REASON)
     if suffix in DOCX_SUFFIXES:

@@ -27,7 +27,7 @@ from ragcli.errors import (
     NoDocumentsError,
     UsageError,
 )
-from ragcli.types import Chunk, Plan, chunk_id, sha256_file, text_key
+from ragcli.types import Chunk, Plan, file_chunks, sha256_file, text_key
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -317,14 +317,7 @@ class _Planner:
 
     def add_chunks(self, relpath: str, pieces: list[str]) -> list[Chunk]:
         """Chunks of one file; their vectors are decided at the next flush."""
-        emb = self.get_embedder()
-        occurrences: dict[str, int] = {}
-        out = []
-        for position, piece in enumerate(pieces):
-            n = occurrences.get(piece, 0)
-            occurrences[piece] = n + 1
-            out.append(Chunk(id=chunk_id(relpath, piece, n), file=relpath, position=position, text=piece,
-                             tokens=emb.count_tokens(piece)))
+        out = file_chunks(relpath, pieces, self.get_embedder().count_tokens)
         self.chunks.extend(out)
         self.pending.extend(out)
         return out

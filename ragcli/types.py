@@ -57,6 +57,20 @@ def chunk_id(relpath: str, text: str, occurrence: int = 0) -> int:
     return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
 
 
+def file_chunks(relpath: str, pieces: list[str], count_tokens: Callable[[str], int]) -> list[Chunk]:
+    """The chunks of one file from its split pieces, in order: ids by `chunk_id` (identical pieces are told
+    apart by their occurrence), token counts by `count_tokens`. Every writer (ingest, the Spark job) uses it,
+    so the same file gives the same chunks everywhere."""
+    occurrences: dict[str, int] = {}
+    chunks = []
+    for position, piece in enumerate(pieces):
+        n = occurrences.get(piece, 0)
+        occurrences[piece] = n + 1
+        chunks.append(Chunk(id=chunk_id(relpath, piece, n), file=relpath, position=position, text=piece,
+                            tokens=count_tokens(piece)))
+    return chunks
+
+
 def text_key(text: str) -> str:
     """Key of a chunk text in the vector cache (same model, same text → same vector)."""
     return hashlib.sha256(text.encode()).hexdigest()

@@ -55,6 +55,9 @@ service):
   WriteVectorIndex entry (403 PERMISSION_DENIED otherwise); tokens without authorization_details pass.
 - Serving endpoints: every name exists; ``route_optimized`` is true only for names in
   ``route_optimized_serving_endpoints``.
+- Delta Sync indexes without a ``workspace`` have no rows and ``sync`` does nothing. With one
+  (tests/dbx_workspace.py: SQL statements, the Files API, Delta tables) they read their source Delta table:
+  see that module for what is served there.
 """
 
 from __future__ import annotations
@@ -270,6 +273,7 @@ class Emulator:
     :param oauth_expires_in: lifetime in seconds of minted OAuth tokens.
     :param refused_scopes: scopes /oidc/v1/token refuses with 403 ``access_denied`` (tests the client's fallback).
     :param enforce_authorization_details: check Read/WriteVectorIndex entries of SP tokens on data-plane calls.
+    :param workspace: a ``dbx_workspace.Workspace`` served on the same port (SQL, Files API, Delta tables).
     """
 
     def __init__(
@@ -289,6 +293,7 @@ class Emulator:
         refused_scopes: Iterable[str] = (),
         enforce_authorization_details: bool = False,
         route_optimized_serving_endpoints: Iterable[str] = (),
+        workspace: Any = None,
     ):
         if isinstance(tokens, str):
             tokens = {tokens}
@@ -306,6 +311,7 @@ class Emulator:
         self.refused_scopes = set(refused_scopes)
         self.enforce_authorization_details = enforce_authorization_details
         self.route_optimized_serving_endpoints = set(route_optimized_serving_endpoints)
+        self.workspace = workspace
 
         self._lock = threading.RLock()
         self._stop_event = threading.Event()
@@ -334,10 +340,14 @@ class Emulator:
             daemon=True,
         )
         self._thread.start()
+        if self.workspace is not None:
+            self.workspace.url = self.url
         return self
 
     def stop(self) -> None:
         self._stop_event.set()  # wakes injected delays
+        if self.workspace is not None:
+            self.workspace.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -462,12 +472,15 @@ class Emulator:
         """Copies of the stored rows of an index, in primary-key order."""
         with self._lock:
             idx = self._get_index(index_name)
+            self._settle(idx)
             return [copy.deepcopy(idx.rows[k]) for k in sorted(idx.rows, key=_sort_key)]
 
     def index_info(self, index_name: str) -> dict:
         """What GET index returns."""
         with self._lock:
-            return self._index_json(self._get_index(index_name))
+            idx = self._get_index(index_name)
+            self._settle(idx)
+            return self._index_json(idx)
 
     def endpoint_names(self) -> list[str]:
         with self._lock:
@@ -525,6 +538,11 @@ class Emulator:
             scheme = auth_header.split(" ", 1)[0].lower()
             auth_kind = scheme if scheme in ("bearer", "basic") else "other"
         op, params = self._route(method, path)
+        if self.workspace is not None:
+            if op == "unknown":
+                op, params = self.workspace.route(method, [unquote(s) for s in path.split("/") if s])
+            elif op == "well-known":
+                op = "host-metadata"  # a workspace serves its host metadata (databricks-sdk reads it)
         record = RequestRecord(
             method=method,
             path=path,
@@ -593,7 +611,10 @@ class Emulator:
             return
 
         body: dict = {}
-        if raw:
+        raw_body = self.workspace is not None and op in self.workspace.RAW_BODY_OPS
+        if raw_body:
+            record.body = f"<{len(raw)} bytes>"
+        elif raw:
             try:
                 parsed = json.loads(raw)
             except (ValueError, UnicodeDecodeError):
@@ -607,7 +628,7 @@ class Emulator:
                     parsed = _MALFORMED
 
         token_info = None
-        if op != "well-known":
+        if op not in ("well-known", "host-metadata", "oidc-discovery"):
             token_info = self._check_bearer(auth_header)
             record.authorized = token_info is not None
             if token_info is None:
@@ -620,8 +641,17 @@ class Emulator:
                 return
 
         try:
-            if raw and parsed is _MALFORMED:
+            if raw and not raw_body and parsed is _MALFORMED:
                 raise _bad("Malformed request: the body must be a JSON object.")
+            if self.workspace is not None and self.workspace.owns(op):
+                # Outside the emulator's lock: a statement may wait for its warehouse.
+                status, data, headers = self.workspace.dispatch(op, params, query, body, raw)
+                if isinstance(data, (bytes, bytearray)):
+                    ctype = "application/octet-stream" if op in ("fs-get", "fs-head") else "application/json"
+                    self._send_raw(h, record, status, bytes(data), ctype, headers)
+                else:
+                    self._send(h, record, status, data, headers)
+                return
             ctx = _Ctx(
                 method=method,
                 path=path,
@@ -849,6 +879,7 @@ class Emulator:
             return 200, self._create_index(ep_name, ctx.body)
 
         idx = self._resolve_index(ctx.params)
+        self._settle(idx)
         if op == "get-index":
             return 200, self._index_json(idx)
         if op == "delete-index":
@@ -869,6 +900,8 @@ class Emulator:
                 )
             if idx.spec.get("pipeline_type", "").upper() == "CONTINUOUS":
                 raise _bad(f"Index {idx.name} uses a CONTINUOUS pipeline; sync applies to TRIGGERED only.")
+            if self.workspace is not None:
+                self.workspace.start_sync(idx)
             return 200, {}
         if op == "upsert-data":
             return 200, self._op_upsert(idx, ctx.body)
@@ -1023,13 +1056,18 @@ class Emulator:
             dim = vcols[0].get("embedding_dimension") if vcols else None
             src = spec.get("embedding_source_columns") or []
             model = src[0].get("embedding_model_endpoint_name") if src else None
+            schema = {pk: "string"}
+            if self.workspace is not None:
+                schema, dim = self.workspace.delta_sync_schema(spec, pk)
+                if model:
+                    vcol = self.workspace.MANAGED_VECTOR
             idx = _Index(
                 name=name,
                 endpoint_name=ep_name,
                 primary_key=pk,
                 index_type="DELTA_SYNC",
                 spec=dict(spec),
-                schema={pk: "string"},
+                schema=schema,
                 vector_column=vcol,
                 dimension=dim,
                 embedding_model=model,
@@ -1043,7 +1081,13 @@ class Emulator:
         if "payload_logging_enabled" in body:
             idx.spec["payload_logging_enabled"] = body["payload_logging_enabled"]
         self._indexes[name] = idx
+        if self.workspace is not None and index_type == "DELTA_SYNC":
+            self.workspace.start_sync(idx, initial=True)
         return self._index_json(idx)
+
+    def _settle(self, idx: _Index) -> None:
+        if self.workspace is not None and idx.index_type == "DELTA_SYNC":
+            self.workspace.settle(idx)
 
     def _index_json(self, idx: _Index) -> dict:
         status = {
@@ -1054,6 +1098,8 @@ class Emulator:
                 "ONLINE_DIRECT_ACCESS" if idx.index_type == "DIRECT_ACCESS" else "ONLINE_NO_PENDING_UPDATE"
             ),
         }
+        if self.workspace is not None and idx.index_type == "DELTA_SYNC":
+            status = self.workspace.index_status(idx)
         if self.index_url_host and self._server is not None:
             status["index_url"] = (
                 f"http://{self.index_url_host}:{self.port}{API}/endpoints/"
@@ -1061,6 +1107,8 @@ class Emulator:
             )
         spec = copy.deepcopy(idx.spec)
         spec.pop("payload_logging_enabled", None)
+        if self.workspace is not None and idx.index_type == "DELTA_SYNC":
+            spec["pipeline_id"] = self.workspace.pipeline_id(idx)
         out = {
             "name": idx.name,
             "endpoint_name": idx.endpoint_name,
@@ -1173,6 +1221,8 @@ class Emulator:
                 raise _bad(f"query_vector has dimension {len(vector)}; the index expects {idx.dimension}.")
         if text is not None and not isinstance(text, str):
             raise _bad("query_text must be a string.")
+        if vector is None and text and idx.embedding_model and self.workspace is not None:
+            vector = self.workspace.embed(idx.embedding_model, text)  # managed embeddings: the index embeds
         if query_type == "ANN" and vector is None:
             if text:
                 raise _bad(
@@ -1598,6 +1648,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--endpoint", action="append", default=[], help="endpoint to create up front (repeatable)"
     )
+    parser.add_argument("--workspace", metavar="DIR", help="also serve SQL warehouses, volumes and Delta tables "
+                        "kept in DIR (tests/dbx_workspace.py)")
+    parser.add_argument("--warehouse", action="append", default=[], help="SQL warehouse id (with --workspace)")
+    parser.add_argument("--volume", action="append", default=[], help="volume catalog.schema.volume (with --workspace)")
     parser.add_argument("--max-upsert-rows", type=int)
     parser.add_argument("--max-request-bytes", type=int)
     parser.add_argument("--max-dimension", type=int)
@@ -1612,7 +1666,15 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not cid or not secret:
             parser.error("--service-principal takes ID:SECRET")
         sps[cid] = secret
+    workspace = None
+    if args.workspace:
+        from dbx_workspace import Workspace  # this folder is sys.path[0] when run as a script
+
+        workspace = Workspace(args.workspace, warehouses=args.warehouse, volumes=args.volume)
+    elif args.warehouse or args.volume:
+        parser.error("--warehouse and --volume need --workspace DIR")
     emu = Emulator(
+        workspace=workspace,
         tokens=args.token,
         host=args.host,
         port=args.port,

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "llama_index", "databricks", "bm25s", "huggingface_hub",
-         "fastapi", "starlette", "uvicorn")
+         "fastapi", "starlette", "uvicorn", "pyspark", "pandas", "pyarrow", "deltalake")
 
 
 def _heavy_after(code: str) -> list[str]:
@@ -22,7 +22,7 @@ def test_importing_the_cli_loads_no_heavy_library():
 
 
 @pytest.mark.parametrize("command", [[], ["ingest"], ["query"], ["bench"], ["download-model"], ["status"], ["index"],
-                                     ["serve"]])
+                                     ["serve"], ["spark-job"]])
 def test_help_loads_no_heavy_library(command):
     args = [*command, "--help"]
     assert _heavy_after(f"import sys\nfrom ragcli.cli.app import app\ntry:\n    app({args!r}, prog_name='ragcli')\n"
@@ -33,7 +33,7 @@ def test_package_exports_are_lazy():
     assert _heavy_after("import ragcli\nragcli.load_settings") == []
 
 
-@pytest.mark.parametrize("command", ["ingest", "query", "bench", "download-model", "status"])
+@pytest.mark.parametrize("command", ["ingest", "query", "bench", "download-model", "status", "spark-job"])
 def test_every_command_explains_itself(cli, command):
     result = cli(command, "--help")
     assert result.exit_code == 0

@@ -95,7 +95,7 @@ def _root(
 
 
 def _register() -> None:
-    from ragcli.cli import bench, download_model, ingest, query, serve, status
+    from ragcli.cli import bench, download_model, ingest, query, serve, spark_job, status
 
     app.command("download-model", epilog=download_model.EPILOG)(boundary(download_model.command))
     app.command("ingest", epilog=ingest.EPILOG)(boundary(ingest.command))
@@ -103,6 +103,7 @@ def _register() -> None:
     app.command("bench", epilog=bench.EPILOG)(boundary(bench.command))
     app.command("serve", epilog=serve.EPILOG)(boundary(serve.command))
     app.command("status", epilog=status.EPILOG)(boundary(status.command))
+    app.command("spark-job", epilog=spark_job.EPILOG)(boundary(spark_job.command))
     for sub in status.index_app.registered_commands:
         sub.callback = boundary(sub.callback)
     app.add_typer(status.index_app, name="index")
