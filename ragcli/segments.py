@@ -32,6 +32,9 @@ in Lucene until a merge), using Lucene's variant: idf = ln(1 + (N − df + 0.5)/
 
 from __future__ import annotations
 
+import array
+import errno
+import itertools
 import json
 import os
 import sqlite3
@@ -121,9 +124,13 @@ class SegmentWriter:
             "CREATE TABLE terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL, start INTEGER NOT NULL,"
             " crc INTEGER NOT NULL) WITHOUT ROWID;"
         )
-        self._postings: dict[str, list[tuple[int, int]]] = {}
-        self._doclen: list[int] = []
-        self._keys: list[tuple[int, int]] = []
+        # BM25 postings as flat arrays (term number, row, tf): a few bytes per posting, not a Python object.
+        self._terms: dict[str, int] = {}
+        self._post_term = array.array("I")
+        self._post_row = array.array("I")
+        self._post_tf = array.array("H")
+        self._doclen = array.array("I")
+        self._keys = array.array("Q")  # text key, row, text key, row, ...
 
     def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         import numpy as np
@@ -133,21 +140,31 @@ class SegmentWriter:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         if vectors.shape != (len(chunks), self.dim):
             raise ValueError(f"expected {len(chunks)} vectors of dimension {self.dim}, got {vectors.shape}")
-        self._vectors.write(vectors.tobytes())
-        batch = []
-        for offset, c in enumerate(chunks):
-            row = self.rows + offset
-            batch.append((row, c.id, c.file, c.position, c.tokens,
-                          json.dumps(c.metadata, sort_keys=True, ensure_ascii=False), c.text, row_crc(row, c)))
-            tokens = tokenize(c.text)
-            self._doclen.append(len(tokens))
-            counts: dict[str, int] = {}
-            for token in tokens:
-                counts[token] = counts.get(token, 0) + 1
-            for token, tf in counts.items():
-                self._postings.setdefault(token, []).append((row, min(tf, 65535)))
-            self._keys.append((key_u64(text_key(c.text)), row))
+        try:
+            self._vectors.write(vectors.tobytes())
+        except OSError as exc:
+            if exc.filename is None:  # file writes do not name the file; the message should
+                exc.filename = str(self.folder / VECTORS)
+            raise
+        batch = [(self.rows + offset, c.id, c.file, c.position, c.tokens,
+                  json.dumps(c.metadata, sort_keys=True, ensure_ascii=False), c.text, row_crc(self.rows + offset, c))
+                 for offset, c in enumerate(chunks)]
         self._db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+        # BM25 postings, counted with numpy: one (row, term) pair per distinct term of a row.
+        tokens = [tokenize(c.text) for c in chunks]
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        self._doclen.extend(lengths.tolist())
+        terms = self._terms
+        numbers = np.fromiter((terms.setdefault(t, len(terms)) for t in itertools.chain.from_iterable(tokens)),
+                              dtype=np.int64, count=int(lengths.sum()))
+        if len(numbers):
+            rows = np.repeat(np.arange(self.rows, self.rows + len(chunks), dtype=np.int64), lengths)
+            pairs, tf = np.unique(rows * (1 << 32) + numbers, return_counts=True)
+            self._post_row.frombytes((pairs >> 32).astype(np.uint32).tobytes())
+            self._post_term.frombytes((pairs & 0xFFFFFFFF).astype(np.uint32).tobytes())
+            self._post_tf.frombytes(np.minimum(tf, 65535).astype(np.uint16).tobytes())
+        for offset, c in enumerate(chunks):
+            self._keys.extend((key_u64(text_key(c.text)), self.rows + offset))
         self.rows += len(chunks)
 
     def finish(self) -> dict[str, Any]:
@@ -156,28 +173,34 @@ class SegmentWriter:
         import numpy as np
 
         self._vectors.close()
-        # BM25: terms in sorted order, postings term after term.
-        rows_out = open(self.folder / POSTINGS, "wb")  # noqa: SIM115
-        tf_out = open(self.folder / TF, "wb")  # noqa: SIM115
+        # BM25: terms in sorted order, postings term after term (rows ascending within a term).
+        names = sorted(self._terms)
+        rank = np.empty(len(names), dtype=np.int64)
+        for position, term in enumerate(names):
+            rank[self._terms[term]] = position
+        term_of = np.frombuffer(self._post_term, dtype=np.uint32) if len(self._post_term) else np.zeros(0, np.uint32)
+        rows_of = np.frombuffer(self._post_row, dtype=np.uint32) if len(self._post_row) else np.zeros(0, np.uint32)
+        tf_of = np.frombuffer(self._post_tf, dtype=np.uint16) if len(self._post_tf) else np.zeros(0, np.uint16)
+        order = np.lexsort((rows_of, rank[term_of])) if len(term_of) else np.zeros(0, dtype=np.int64)
+        rows_sorted = rows_of[order].astype("<u4")
+        tf_sorted = tf_of[order].astype("<u2")
+        df = np.bincount(rank[term_of], minlength=len(names)) if len(names) else np.zeros(0, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(df)[:-1]]) if len(names) else np.zeros(0, dtype=np.int64)
+        rows_sorted.tofile(self.folder / POSTINGS)
+        tf_sorted.tofile(self.folder / TF)
         terms = []
-        start = 0
-        try:
-            for term in sorted(self._postings):
-                entries = self._postings[term]
-                rows = np.asarray([r for r, _ in entries], dtype="<u4")
-                tfs = np.asarray([t for _, t in entries], dtype="<u2")
-                rows_out.write(rows.tobytes())
-                tf_out.write(tfs.tobytes())
-                terms.append((term, len(entries), start, zlib.crc32(tfs.tobytes(), zlib.crc32(rows.tobytes()))))
-                start += len(entries)
-        finally:
-            rows_out.close()
-            tf_out.close()
+        for position, term in enumerate(names):
+            lo, hi = int(starts[position]), int(starts[position] + df[position])
+            crc = zlib.crc32(tf_sorted[lo:hi].tobytes(), zlib.crc32(rows_sorted[lo:hi].tobytes()))
+            terms.append((term, hi - lo, lo, crc))
+        start = int(df.sum())
         self._db.executemany("INSERT INTO terms VALUES (?, ?, ?, ?)", terms)
         self._db.commit()
         self._db.close()
         np.asarray(self._doclen, dtype="<u4").tofile(self.folder / DOCLEN)
-        keys = np.asarray(sorted(self._keys), dtype="<u8").reshape(-1, 2)
+        keys = np.frombuffer(self._keys, dtype=np.uint64).reshape(-1, 2) if len(self._keys) else \
+            np.zeros((0, 2), dtype=np.uint64)
+        keys = keys[np.lexsort((keys[:, 1], keys[:, 0]))].astype("<u8")
         keys.tofile(self.folder / KEYS)
         files = [VECTORS, CHUNKS, POSTINGS, TF, DOCLEN, KEYS]
         if self.index_type != "flat" and self.rows:
@@ -202,9 +225,13 @@ class SegmentWriter:
         import faiss
         import numpy as np
 
-        vectors = np.fromfile(self.folder / VECTORS, dtype="<f4").reshape(self.rows, self.dim)
+        vectors = np.memmap(self.folder / VECTORS, dtype="<f4", mode="r", shape=(self.rows, self.dim))
         index = build_ann(vectors, self.index_type)
-        faiss.write_index(index, str(self.folder / ANN))
+        try:
+            faiss.write_index(index, str(self.folder / ANN))
+        except RuntimeError as exc:  # FAISS reports a full disk as "write error" in a RuntimeError
+            raise OSError(errno.EIO, f"FAISS could not write the index: {str(exc).splitlines()[0][:160]}",
+                          str(self.folder / ANN)) from None
 
     def abort(self) -> None:
         for closer in (self._vectors.close, self._db.close):
@@ -293,6 +320,9 @@ class Segment:
         self._doclen: Any = None
         self._keys: Any = None
         self._ann: Any = None
+        self._postings_fh: Any = None
+        self._tf_fh: Any = None
+        self.rows_read = 0  # chunk rows read from the table so far (what a query costs in text)
 
     @classmethod
     def open(cls, folder: Path, record: dict[str, Any]) -> Segment:
@@ -324,7 +354,22 @@ class Segment:
                                      "appended to)")
         if seg.rows != int(record.get("rows", -1)):
             raise _corrupt(meta_path, f"says {seg.rows} rows, the generation {record.get('rows')}")
+        seg._pin()
         return seg
+
+    def _pin(self) -> None:
+        """Open every file a search reads, now: an open file outlives its name, so a writer that prunes
+        this segment later (once no published generation lists it) cannot pull it from under a reader."""
+        import numpy as np
+
+        if self.rows:
+            self._vectors = np.memmap(self.folder / VECTORS, dtype="<f4", mode="r", shape=(self.rows, self.dim))
+        self._query("SELECT count(*) FROM sqlite_master", ())  # opens the file and reads its header
+        self._postings_fh = open(self.folder / POSTINGS, "rb")  # noqa: SIM115 - closed in close()
+        self._tf_fh = open(self.folder / TF, "rb")  # noqa: SIM115
+        self.doclen()
+        if self.index_type != "flat" and self.rows:
+            self.ann()
 
     # -- files, checked as read ------------------------------------------------------------------
     def _checked_bytes(self, name: str) -> bytes:
@@ -362,7 +407,9 @@ class Segment:
         try:
             return self._sql().execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise _corrupt(self.folder / CHUNKS, f"cannot be read ({exc})") from None
+            # sqlite quotes the undecodable text itself; keep the reason, not the document's content.
+            reason = str(exc).split(" with text")[0].splitlines()[0][:120]
+            raise _corrupt(self.folder / CHUNKS, f"cannot be read ({reason})") from None
 
     def doclen(self) -> np.ndarray:
         import numpy as np
@@ -410,6 +457,7 @@ class Segment:
                 if row_crc(int(row), chunk) != int(crc):
                     raise _corrupt(self.folder / CHUNKS, f"row {row} does not match its checksum")
                 out[int(row)] = chunk
+        self.rows_read += len(out)
         missing = [r for r in wanted if r not in out]
         if missing:
             raise _corrupt(self.folder / CHUNKS, f"lacks row {missing[0]}")
@@ -473,12 +521,8 @@ class Segment:
         """(rows, tf) of one term, checked against the term's CRC."""
         import numpy as np
 
-        with open(self.folder / POSTINGS, "rb") as fh:
-            fh.seek(start * 4)
-            rows_bytes = fh.read(df * 4)
-        with open(self.folder / TF, "rb") as fh:
-            fh.seek(start * 2)
-            tf_bytes = fh.read(df * 2)
+        rows_bytes = os.pread(self._postings_fh.fileno(), df * 4, start * 4)
+        tf_bytes = os.pread(self._tf_fh.fileno(), df * 2, start * 2)
         if len(rows_bytes) != df * 4 or len(tf_bytes) != df * 2 or zlib.crc32(tf_bytes, zlib.crc32(rows_bytes)) != crc:
             raise _corrupt(self.folder / POSTINGS, f"postings of a term do not match their checksum ({term!r})")
         return np.frombuffer(rows_bytes, dtype="<u4"), np.frombuffer(tf_bytes, dtype="<u2")
@@ -511,6 +555,10 @@ class Segment:
         if self._db is not None:
             self._db.close()
             self._db = None
+        for fh in (self._postings_fh, self._tf_fh):
+            if fh is not None:
+                fh.close()
+        self._postings_fh = self._tf_fh = None
 
 
 def bm25_search(segments: Sequence[tuple[Segment, np.ndarray | None]], query: str, k: int,
