@@ -31,7 +31,7 @@ SPLITTERS = ("semantic", "sentence")
 SEMANTIC_VECTORS = ("pooled", "window")
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
-INDEX_TYPES = ("flat", "hnsw")
+INDEX_TYPES = ("flat", "hnsw", "ivf", "auto")
 
 # Environment variables whose values are secrets wherever they appear.
 SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "RAGCLI_API_KEY")

@@ -1,25 +1,33 @@
-"""The local index: FAISS vectors, a chunk table and a file table, in whole generations.
+"""The local index: whole generations of shared, immutable segments, published atomically.
 
     <index>/
       LOCK            flock held by the one writer; holds its pid
       CURRENT         name of the published generation ("gen-000007"), replaced atomically
-      gen-000007/     vectors.faiss  chunks.jsonl  files.json  bm25/…  manifest.json (written last)
+      segments/       seg-<hex>/: vectors, chunk rows, BM25 postings (ragcli.segments); shared by generations
+      gen-000007/     files.json  dead.json  manifest.json (written last): which segments, which rows are dead
       gen-000006/     the previous generation, kept for rollback
       tmp-<random>/   a generation being written; removed by the next writer if left behind
 
-Every ingest writes a complete new generation in a temporary folder, fsyncs it, renames it into place
-and only then switches CURRENT with `os.replace` (and fsyncs the folder), so a reader sees either the
-old index or the new one, never a mix, and a crash at any moment leaves the previous generation
-published. Nothing inside a published generation is ever rewritten.
+Every ingest writes its new segments (renamed into place when complete), then a new generation folder
+in a temporary folder, fsyncs it, renames it into place and only then switches CURRENT with
+`os.replace` (and fsyncs the folder), so a reader sees either the old index or the new one, never a
+mix, and a crash at any moment leaves the previous generation published. Nothing inside a published
+generation or segment is ever rewritten; a generation that changes one file writes one small segment
+and a small file table (see `ragcli.segmented`). A segment is deleted only when no kept generation
+lists it.
 
-On load every file is checked against the size and SHA-256 recorded in the manifest before FAISS reads
-it: a truncated or flipped file is reported as a corrupted index naming the file, never answered from.
+On load the generation's own files are checked against the sizes and SHA-256 its manifest records and
+each segment's record against the checksum the generation holds for it; what a search reads is
+checked as it is read (`ragcli.segments`), and `verify` checks every byte. A truncated or flipped file
+is reported as a corrupted index naming the file, never answered from.
+
+Indexes written by the first format (one FAISS file and a JSON Lines chunk table per generation) are
+still read; the next ingest rewrites them in the current format.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import os
@@ -32,12 +40,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragcli.errors import IndexCorruptedError, IndexLockedError, IndexNotFoundError, IndexWriteError
-from ragcli.types import Chunk, sha256_file
+from ragcli.types import Chunk, ManifestFields, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-FORMAT_VERSION = 1
+    from ragcli.types import Plan
+
+FORMAT_VERSION = 2  # what this ragcli writes (ragcli.segmented); format 1 is still read
+LEGACY_FORMAT = 1
+SEGMENTS = "segments"
 VECTORS = "vectors.faiss"
 CHUNKS = "chunks.jsonl"
 FILES = "files.json"
@@ -94,7 +106,7 @@ def _reports_write_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class Generation:
+class Generation(ManifestFields):
     """A published generation, loaded and verified. FAISS and BM25 data are read on first use."""
 
     def __init__(self, root: Path, name: str, manifest: dict[str, Any], chunks: list[Chunk],
@@ -108,14 +120,6 @@ class Generation:
         self.by_id = {c.id: c for c in chunks}
         self._faiss: Any = None
         self._bm25: Any = None
-
-    @property
-    def embed(self) -> dict[str, Any]:
-        return dict(self.manifest.get("embed") or {})
-
-    @property
-    def splitter(self) -> dict[str, Any]:
-        return dict(self.manifest.get("splitter") or {})
 
     def faiss_index(self) -> Any:
         if self._faiss is None:
@@ -188,6 +192,65 @@ class Generation:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
+    # -- the reading interface both formats share (see ragcli.segmented.SegmentedGeneration) -----------
+    format = LEGACY_FORMAT
+
+    @property
+    def index_type(self) -> str:
+        return str(self.manifest.get("faiss_index_type") or "flat")
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.chunks)
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        return iter(self.chunks)
+
+    def _vector_table(self) -> dict[int, Any]:
+        if getattr(self, "_vector_rows", None) is None:
+            ids, vectors = self.vectors()
+            self._vector_rows = dict(zip(ids, vectors, strict=True))
+        return self._vector_rows
+
+    def file_chunks(self, relpath: str) -> list[Chunk]:
+        return [Chunk.from_json(row) for row in self.files[relpath].get("chunks") or []]
+
+    def file_vectors(self, relpath: str) -> np.ndarray:
+        import numpy as np
+
+        table = self._vector_table()
+        rows = [table[c.id] for c in self.file_chunks(relpath)]
+        return np.stack(rows) if rows else np.zeros((0, int(self.embed.get("dim") or 0)), dtype=np.float32)
+
+    def reusable(self, keys: list[str]) -> dict[str, np.ndarray]:
+        from ragcli.types import text_key
+
+        wanted = set(keys)
+        table = self._vector_table()
+        out = {}
+        for c in self.chunks:
+            key = text_key(c.text)
+            if key in wanted and key not in out and c.id in table:
+                out[key] = table[c.id]
+        return out
+
+    def dense(self, vector: np.ndarray, k: int) -> list[tuple[Chunk, float]]:
+        return [(self.by_id[cid], score) for cid, score in self.search(vector, k) if cid in self.by_id]
+
+    def bm25_hits(self, text: str, k: int) -> list[tuple[Chunk, float]]:
+        return [(self.by_id[cid], score) for cid, score in self.bm25().search(text, k) if cid in self.by_id]
+
+    def raw_search(self, vector: np.ndarray, k: int) -> Any:
+        index = self.faiss_index()
+        return index.search(vector, min(k, max(1, index.ntotal)))
+
+    def verify(self) -> None:
+        """Every file was checked against its SHA-256 when loaded with verify=True; the vectors too."""
+        self.faiss_index()
+
+    def close(self) -> None:
+        pass
+
 
 class LocalIndex:
     """The index folder: read the published generation, or write a new one under the lock."""
@@ -252,6 +315,10 @@ class LocalIndex:
                                       "or ragcli ingest --rebuild <paths>")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if isinstance(manifest, dict) and manifest.get("format_version") == FORMAT_VERSION:
+                from ragcli.segmented import open_generation
+
+                return open_generation(self.root, name, manifest)
             recorded = manifest["checksums"]
             # Every data file must have a well-formed record: a checksum that is missing cannot vouch for
             # the file, and FAISS would read a flipped byte silently.
@@ -262,10 +329,10 @@ class LocalIndex:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise IndexCorruptedError(f"Index corrupted: {manifest_path} is not a valid manifest. "
                                       "Run: ragcli index rollback, or ragcli ingest --rebuild <paths>") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
+        if manifest.get("format_version") != LEGACY_FORMAT:
             raise IndexCorruptedError(
-                f"{path} uses index format {manifest.get('format_version')}; this ragcli reads format "
-                f"{FORMAT_VERSION}. Run: ragcli ingest --rebuild <paths>"
+                f"{path} uses index format {manifest.get('format_version')}; this ragcli reads formats "
+                f"{LEGACY_FORMAT} and {FORMAT_VERSION}. Run: ragcli ingest --rebuild <paths>"
             )
         for rel, meta in recorded.items():
             file = path / rel
@@ -296,16 +363,26 @@ class LocalIndex:
             )
         return Generation(self.root, name, manifest, chunks, files)
 
+    def load_verified(self, name: str | None = None) -> Any:
+        """The generation `name` (default: the published one) with every byte of it checked."""
+        gen = self._load(name, verify=True) if name is not None else self.load(verify=True)
+        gen.verify()
+        if gen.format == FORMAT_VERSION:
+            from ragcli.segmented import verify_files
+
+            verify_files(gen)
+        return gen
+
     def verify(self) -> list[dict[str, Any]]:
         """Check every generation's checksums. Returns one row per generation with 'ok' and 'error'."""
         rows = []
         current = self.current_name()
         for name in self.generations():
             try:
-                gen = self._load(name, verify=True)
-                gen.faiss_index()
+                gen = self.load_verified(name)
                 rows.append({"generation": name, "current": name == current, "ok": True, "error": None,
-                             "chunks": len(gen.chunks)})
+                             "chunks": gen.chunk_count})
+                gen.close()
             except (IndexCorruptedError, FileNotFoundError) as exc:
                 rows.append({"generation": name, "current": name == current, "ok": False, "error": str(exc),
                              "chunks": None})
@@ -365,6 +442,8 @@ class LocalIndex:
                 else:
                     p.unlink(missing_ok=True)
                 removed.append(p.name)
+        if not unknown:  # segments of a crashed writer, or of generations removed above
+            removed.extend(self._drop_unreferenced_segments())
         return removed
 
     def _next_name(self) -> str:
@@ -384,83 +463,33 @@ class LocalIndex:
         )
 
     @_reports_write_errors
-    def write_generation(
-        self,
-        chunks: list[Chunk],
-        vectors: np.ndarray,
-        files: dict[str, Any],
-        manifest: dict[str, Any],
-        *,
-        index_type: str = "flat",
-        extra_writers: list[Callable[[Path], list[Path]]] | None = None,
-    ) -> str:
-        """Write and publish a complete generation. Call under `lock()`. Returns its name.
+    def publish(self, plan: Plan, prior: Any, manifest: dict[str, Any], *, index_type: str = "flat",
+                compact: bool = False) -> str:
+        """Write and publish the generation for `plan` (call under `lock()`). `prior` is the generation
+        the plan was made against (None for a new index). Returns the new generation's name.
 
         A failed write (disk full, I/O error, permissions) raises an `IndexWriteError` saying so; the published
         generation is then the one before (what is left behind is removed by the next writer)."""
-        import faiss
-        import numpy as np
+        from ragcli.segmented import write_generation
 
-        if len(chunks) != len(vectors):
-            raise ValueError("one vector per chunk")
-        dim = int(manifest["embed"]["dim"])
         tmp = self.root / f"tmp-{uuid.uuid4().hex[:12]}"
         tmp.mkdir(parents=True)
         try:
-            written: list[Path] = []
-            # 1. vectors
-            base = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT) if index_type == "hnsw" \
-                else faiss.IndexFlatIP(dim)
-            index = faiss.IndexIDMap2(base)
-            if len(chunks):
-                index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                   np.asarray([c.id for c in chunks], dtype=np.int64))
-            try:
-                faiss.write_index(index, str(tmp / VECTORS))
-            except RuntimeError as exc:  # FAISS reports a full disk as "write error" in a RuntimeError
-                raise OSError(errno.EIO, f"FAISS could not write the vectors: {str(exc).splitlines()[0][:160]}",
-                              str(tmp / VECTORS)) from None
-            written.append(tmp / VECTORS)
-            _after_step("vectors")
-            # 2. chunk table
-            _write_text(tmp / CHUNKS, "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in chunks))
-            written.append(tmp / CHUNKS)
-            _after_step("chunks")
-            # 3. file table
-            _write_text(tmp / FILES, json.dumps(files, indent=1, sort_keys=True, ensure_ascii=False))
-            written.append(tmp / FILES)
-            _after_step("files")
-            # 4. extra data (BM25)
-            for writer in extra_writers or []:
-                written.extend(writer(tmp))
-            for path in written:
-                _fsync_file(path)
-            _after_step("extra")
-            # 5. manifest, last, with the checksum of every file
-            manifest = dict(manifest)
-            manifest.update({
-                "format_version": FORMAT_VERSION,
-                "faiss_index_type": index_type,
-                "metric": "cosine",
-                "counts": {"chunks": len(chunks), "files": len(files), "faiss_ntotal": int(index.ntotal)},
-                "checksums": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-                              for p in written},
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            })
+            full = write_generation(self.root, tmp, plan, prior, manifest, index_type=index_type, compact=compact,
+                                    after_step=_after_step)
             name = self._next_name()
-            manifest["generation"] = name
-            _write_text(tmp / (MANIFEST + ".tmp"), json.dumps(manifest, indent=1, sort_keys=True))
+            full["generation"] = name
+            full["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            _write_text(tmp / (MANIFEST + ".tmp"), json.dumps(full, indent=1, sort_keys=True))
             os.replace(tmp / (MANIFEST + ".tmp"), tmp / MANIFEST)
             _fsync_dir(tmp)
             _after_step("manifest")
-            # 6. the generation folder
             os.rename(tmp, self.root / name)
             _fsync_dir(self.root)
             _after_step("rename")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        # 7. publish
         self._point_current(name)
         _after_step("current")
         self._prune()
@@ -478,6 +507,24 @@ class LocalIndex:
         for name in self.generations():
             if name not in keep:
                 shutil.rmtree(self.root / name, ignore_errors=True)
+        self._drop_unreferenced_segments()
+
+    def _drop_unreferenced_segments(self) -> list[str]:
+        """Delete segments no generation lists (pruned generations', or a crashed writer's)."""
+        from ragcli.segmented import referenced_segments
+
+        folder = self.root / SEGMENTS
+        if not folder.is_dir():
+            return []
+        used = referenced_segments(self.root, self.generations())
+        if used is None:  # a generation's manifest is unreadable: which segments it needs is unknown
+            return []
+        removed = []
+        for p in folder.iterdir():
+            if p.name not in used:
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(f"{SEGMENTS}/{p.name}")
+        return removed
 
     @_reports_write_errors
     def rollback(self) -> str:
@@ -495,8 +542,9 @@ class LocalIndex:
         if not older:
             raise IndexNotFoundError(f"No generation before {current} in {self.root} to roll back to.")
         target = older[-1]
-        self._load(target, verify=True)
+        self.load_verified(target).close()
         self._point_current(target)
         if current is not None:
             shutil.rmtree(self.root / current, ignore_errors=True)
+        self._drop_unreferenced_segments()
         return target

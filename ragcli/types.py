@@ -156,3 +156,17 @@ class Published:
 
     name: str | None
     published: bool
+
+
+class ManifestFields:
+    """What a published generation of either format says about how it was built."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def embed(self) -> dict[str, Any]:
+        return dict(self.manifest.get("embed") or {})
+
+    @property
+    def splitter(self) -> dict[str, Any]:
+        return dict(self.manifest.get("splitter") or {})

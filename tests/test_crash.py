@@ -25,7 +25,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 INDEX = Path("ragcli-index")  # the default index folder, in each test's own working directory
-STEPS = ("vectors", "chunks", "files", "extra", "manifest", "rename", "current")
+STEPS = ("segment", "files", "manifest", "rename", "current")
 
 DOCS = {
     "a.md": "# Alpha\n\nThe alpha service stores vectors in a flat FAISS index. Exact search keeps recall high.\n\n"
@@ -110,18 +110,24 @@ def edit(docs: Path) -> None:
 def check_whole(name: str | None = None):
     from ragcli.store import LocalIndex
 
-    gen = LocalIndex(INDEX).load(name)
-    assert gen.faiss_index().ntotal == len(gen.chunks) == gen.manifest["counts"]["chunks"]
-    assert sorted(gen.vectors()[0]) == sorted(c.id for c in gen.chunks)
+    gen = LocalIndex(INDEX).load_verified(name)
+    ids, vectors = gen.vectors()
+    assert len(gen.chunks) == gen.manifest["counts"]["chunks"] == len(ids) == len(vectors)
+    assert sorted(ids) == sorted(c.id for c in gen.chunks)
     return gen
 
 
 def check_clean() -> None:
-    """No unfinished generation, no stray pointer file, nothing newer than CURRENT."""
+    """No unfinished generation or segment, no stray pointer file, nothing newer than CURRENT, and no
+    segment that no generation lists."""
+    import json
+
     names = listing()
     assert not [n for n in names if n.startswith("tmp-") or n == "CURRENT.tmp"], names
     gens = [n for n in names if n.startswith("gen-")]
     assert gens and max(gens) == current(), names
+    listed = {r["name"] for g in gens for r in json.loads((INDEX / g / "manifest.json").read_text())["segments"]}
+    assert sorted(p.name for p in (INDEX / "segments").iterdir()) == sorted(listed)
 
 
 def verify_ok(cli) -> None:
@@ -155,7 +161,7 @@ def test_fault_after_each_step_keeps_the_published_generation(cli, base, monkeyp
     else:
         assert current() == "gen-000001"
         left = ["gen-000002"] if step == "rename" else []  # renamed into place, never pointed to
-        assert listing() == sorted(["CURRENT", "LOCK", "gen-000001", *left])
+        assert listing() == sorted(["CURRENT", "LOCK", "gen-000001", "segments", *left])
         assert same_answer(ask(cli), before)
     verify_ok(cli)
 
@@ -175,7 +181,7 @@ def test_fault_after_each_step_keeps_the_published_generation(cli, base, monkeyp
 
 
 # -- a real process killed after a step --------------------------------------------------------------------
-@pytest.mark.parametrize("step", ["chunks", "manifest", "rename", "current"])
+@pytest.mark.parametrize("step", ["files", "manifest", "rename", "current"])
 def test_killed_ingest_process_keeps_the_published_generation(cli, base, tmp_path, step):
     docs, before = base
     (docs / "c.md").unlink()  # a removal: the subprocess writes a generation without loading a model
@@ -184,7 +190,7 @@ def test_killed_ingest_process_keeps_the_published_generation(cli, base, tmp_pat
     assert killed.returncode == 137, killed.stderr
 
     names = listing()
-    if step in ("chunks", "manifest"):  # nobody cleaned up: the staging folder is still there
+    if step in ("files", "manifest"):  # nobody cleaned up: the staging folder is still there
         assert current() == "gen-000001" and len([n for n in names if n.startswith("tmp-")]) == 1
         assert [n for n in names if n.startswith("gen-")] == ["gen-000001"]
     elif step == "rename":
@@ -265,11 +271,11 @@ def test_disk_full_at_every_call_is_a_clean_error(base, settings, monkeypatch, c
     assert any("ninety" in c.text for c in check_whole().chunks)
 
 
-def test_failed_write_of_the_chunk_table_is_one_clear_line(cli, base, monkeypatch):
-    """The chunk table's write() hits a full disk: one line naming the file and the generation still served."""
+def test_failed_write_of_the_vectors_is_one_clear_line(cli, base, monkeypatch):
+    """The vectors' write() hits a full disk: one line naming the file and the generation still served."""
     import builtins
 
-    import ragcli.store
+    import ragcli.segments
 
     docs, before = base
     edit(docs)
@@ -284,22 +290,26 @@ def test_failed_write_of_the_chunk_table_is_one_clear_line(cli, base, monkeypatc
         def __exit__(self, *exc):
             self.fh.close()
 
+        def close(self):
+            self.fh.close()
+
         def write(self, text):
             raise OSError(errno.ENOSPC, "No space left on device")
 
     def open_on_full_disk(path, mode="r", *args, **kwargs):
         fh = builtins.open(path, mode, *args, **kwargs)
-        return FullDisk(fh) if Path(path).name == "chunks.jsonl" and "w" in mode else fh
+        return FullDisk(fh) if Path(path).name == "vectors.f32" and "w" in mode else fh
 
-    monkeypatch.setattr(ragcli.store, "open", open_on_full_disk, raising=False)
+    monkeypatch.setattr(ragcli.segments, "open", open_on_full_disk, raising=False)
     result = cli("ingest", docs)
-    monkeypatch.delattr(ragcli.store, "open")
+    monkeypatch.delattr(ragcli.segments, "open")
     assert result.exit_code == 1 and "Traceback" not in result.output and "Internal error" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Error" in line]
     assert len(lines) == 1, result.stderr
-    assert "No space left on device" in lines[0] and "chunks.jsonl" in lines[0] and "gen-000001" in lines[0]
-    assert listing() == ["CURRENT", "LOCK", "gen-000001"]
+    assert "No space left on device" in lines[0] and "vectors.f32" in lines[0] and "gen-000001" in lines[0]
+    assert listing() == ["CURRENT", "LOCK", "gen-000001", "segments"]
     assert same_answer(ask(cli), before)
+    check_clean()  # the half-written segment went with the failed write
 
 
 def test_faiss_write_error_is_reported_as_a_write_failure(cli, base, monkeypatch):
@@ -313,11 +323,12 @@ def test_faiss_write_error_is_reported_as_a_write_failure(cli, base, monkeypatch
 
     real = faiss.write_index
     monkeypatch.setattr(faiss, "write_index", write_error)
-    result = cli("ingest", docs)
+    result = cli("ingest", docs, "--index-type", "hnsw")  # the approximate index is a FAISS file
     monkeypatch.setattr(faiss, "write_index", real)
     assert result.exit_code == 1 and "Internal error" not in result.output
-    assert "vectors.faiss" in result.stderr and "gen-000001" in result.stderr
-    assert listing() == ["CURRENT", "LOCK", "gen-000001"]
+    assert "ann.faiss" in result.stderr and "gen-000001" in result.stderr
+    assert listing() == ["CURRENT", "LOCK", "gen-000001", "segments"]
+    check_clean()
 
 
 # -- the writer lock and concurrent ingests -------------------------------------------------------------------
@@ -348,7 +359,7 @@ def test_a_held_lock_fails_ingest_at_once_and_wait_queues(cli, base, tmp_path):
         assert time.monotonic() - started < 10  # at once, not after a timeout
         assert f"pid {holder.pid}" in result.stderr and "--wait" in result.stderr
         assert "Traceback" not in result.output
-        assert current() == "gen-000001" and listing() == ["CURRENT", "LOCK", "gen-000001"]
+        assert current() == "gen-000001" and listing() == ["CURRENT", "LOCK", "gen-000001", "segments"]
 
         # A second open file description in this process conflicts too (flock is per description).
         from ragcli.errors import IndexLockedError
@@ -435,3 +446,25 @@ def test_concurrent_ingests_and_a_query_during_an_ingest(cli, base, tmp_path):
     assert gen.name == "gen-000003" and set(gen.files) == {"a.md"}
     verify_ok(cli)
     assert ask(cli)["generation"] == "gen-000003"
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_killed_compaction_keeps_the_published_generation(cli, base, tmp_path, step):
+    docs, before = base
+    edit(docs)
+    assert cli("ingest", docs).exit_code == 0  # gen-000002, with dead rows to compact away
+    answer = ask(cli)
+    killed = subprocess.run(hooked("kill", step, tmp_path, "index", "compact"), capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == 137, killed.stderr
+    published = "gen-000003" if step == "current" else "gen-000002"
+    assert current() == published
+    after = ask(cli)
+    assert after["generation"] == published and [s["chunk_id"] for s in after["sources"]] == [
+        s["chunk_id"] for s in answer["sources"]]
+    verify_ok(cli)
+    again = cli("index", "compact", "--json")
+    assert again.exit_code == 0, again.output
+    check_clean()
+    check_whole()
+    verify_ok(cli)

@@ -88,7 +88,7 @@ def test_hostile_folder_indexes_good_files_and_names_bad_ones(cli, model_env, ho
         texts[c.file] += c.text
     assert texts["bom.md"].startswith("# Bom heading") and "Café résumé naïve." in texts["bom.md"]
     assert "ü" in texts["utf16.md"]
-    assert gen.faiss_index().ntotal == len(gen.chunks)
+    assert len(gen.vectors()[1]) == len(gen.chunks) == gen.manifest["counts"]["chunks"]
 
 
 def test_terminal_output_names_each_failure(cli, model_env, hostile):

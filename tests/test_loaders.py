@@ -618,7 +618,8 @@ def test_one_megabyte_line_is_linear(tmp_path: Path, unit: str) -> None:
     path = write_md(tmp_path, "long.md", (line + "\n").encode())
     start = time.perf_counter()
     text = load_text(path)
-    assert time.perf_counter() - start < 2
+    # Quadratic cleanup takes about an hour here; linear about 0.3 s. The bound leaves room for a busy machine.
+    assert time.perf_counter() - start < 15
     lines = text.split("\n")
     assert max(len(line) for line in lines) <= LoaderLimits().max_line_chars  # wrapped, not rejected
     # Nothing dropped: a wrap cut either falls between two characters or replaces one space.
@@ -631,7 +632,7 @@ def test_trailing_space_run_is_linear(tmp_path: Path) -> None:
     path = write_md(tmp_path, "spaces.md", (" " * 1_000_000 + "x\n").encode())
     start = time.perf_counter()
     text = load_text(path)
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 15  # quadratic: minutes; linear: well under a second
     assert text.replace("\n", "").strip() == "x"
 
 

@@ -45,23 +45,42 @@ def write_docs(root: Path, docs: dict[str, str] = DOCS) -> Path:
     return write_tree(root, docs)
 
 
-@pytest.fixture(scope="module")
-def base_index(models_dir, tmp_path_factory) -> Path:
-    """An index with two generations (gen-000001, then gen-000002 after an edit), built once per module.
-    Tests work on a copy."""
+def build_two_generations(root: Path, models_dir: Path) -> Path:
+    """gen-000001 over DOCS, then gen-000002 after an edit of beta.md, which shares gen-000001's segment
+    and adds one. Returns the index folder (the documents are in root/docs)."""
     from ragcli.config import load_settings
     from ragcli.ingest import ingest
 
-    root = tmp_path_factory.mktemp("store-base")
     docs = write_docs(root / "docs")
     settings = load_settings({"index_dir": root / "index", "models_dir": models_dir, "embed_model": EMBED,
                               "gen_model": GEN, "max_chunk_tokens": 32}, env={})
     first = ingest([docs], settings)
     (docs / "beta.md").write_text(DOCS["beta.md"] + "\n## Owners\n\nThe data platform team owns the job.\n",
                                   encoding="utf-8")
-    second = ingest([docs], settings)
+    import ragcli.segmented
+
+    threshold = ragcli.segmented.DEAD_FRACTION
+    ragcli.segmented.DEAD_FRACTION = 0.9  # beta is a third of this tiny corpus: keep its segment shared
+    try:
+        second = ingest([docs], settings)
+    finally:
+        ragcli.segmented.DEAD_FRACTION = threshold
     assert (first.generation, second.generation) == ("gen-000001", "gen-000002")
     return root / "index"
+
+
+@pytest.fixture(scope="module")
+def base_index(models_dir, tmp_path_factory) -> Path:
+    """The two-generation index, built once per module. Tests work on a copy (`index`)."""
+    return build_two_generations(tmp_path_factory.mktemp("store-base"), models_dir)
+
+
+@pytest.fixture
+def own_index(models_dir, tmp_path, model_env, monkeypatch) -> Path:
+    """The two-generation index built in this test's folder, for tests that edit its documents
+    (tmp_path/docs) and ingest again (with the same splitter settings)."""
+    monkeypatch.setenv("RAGCLI_MAX_CHUNK_TOKENS", "32")
+    return build_two_generations(tmp_path, models_dir)
 
 
 @pytest.fixture
@@ -75,8 +94,10 @@ def gen_dir(index: Path, name: str = "gen-000002") -> Path:
     return index / name
 
 
-def ask(cli, index: Path):
-    return cli("query", "--context", "--json", "-k", "2", "--max-new-tokens", "4", "--index-dir", index, QUESTION)
+def ask(cli, index: Path, question: str | None = None):
+    mode = ["--mode", "bm25"] if question else []
+    return cli("query", "--context", "--json", "-k", "2", "--max-new-tokens", "4", "--index-dir", index, *mode,
+               question or QUESTION)
 
 
 def one_line(text: str) -> str:
@@ -98,21 +119,28 @@ def test_status_json_describes_the_index(cli, index):
     assert idx["files"] == 3 == len(gen.files)
     assert idx["chunks"] == len(gen.chunks) > 3
     assert idx["embed_model"] == EMBED and idx["dimension"] == 32 and idx["index_type"] == "flat"
-    on_disk = sum(p.stat().st_size for p in gen_dir(index).rglob("*") if p.is_file())
-    assert idx["size_bytes"] == on_disk
+    listed = [index / "segments" / r["name"] for r in gen.manifest["segments"]]
+    on_disk = sum(p.stat().st_size for folder in (gen_dir(index), *listed) for p in folder.rglob("*") if p.is_file())
+    assert idx["size_bytes"] == on_disk  # the generation's own files and the segments it lists
     assert idx["last_ingest"] == gen.manifest["created_at"] and idx["last_ingest"][:2] == "20"
     assert idx["splitter"]["max_chunk_tokens"] == 32
 
 
 def test_manifest_records_what_load_checks(index):
     manifest = json.loads((gen_dir(index) / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["generation"] == "gen-000002"
+    assert manifest["format_version"] == 2 and manifest["generation"] == "gen-000002"
     assert manifest["embed"]["model"] == EMBED and manifest["embed"]["dim"] == 32
-    assert manifest["counts"]["chunks"] == manifest["counts"]["faiss_ntotal"]
-    assert {"vectors.faiss", "chunks.jsonl", "files.json"} <= set(manifest["checksums"])
-    assert any(name.startswith("bm25/") for name in manifest["checksums"])
+    assert {"files.json", "dead.json"} == set(manifest["checksums"])
     for rel, meta in manifest["checksums"].items():
         assert (gen_dir(index) / rel).stat().st_size == meta["bytes"]
+    # gen-000002 shares the first ingest's segment (beta's old rows dead in it) and adds one for beta.
+    first = json.loads((gen_dir(index, "gen-000001") / "manifest.json").read_text())
+    assert [r["name"] for r in first["segments"]] == [manifest["segments"][0]["name"]]
+    assert len(manifest["segments"]) == 2 and manifest["counts"]["dead_rows"] > 0
+    assert manifest["counts"]["rows"] == manifest["counts"]["chunks"] + manifest["counts"]["dead_rows"]
+    for rec in manifest["segments"]:
+        segment = json.loads((index / "segments" / rec["name"] / "segment.json").read_text())
+        assert segment["rows"] == rec["rows"] and {"vectors.f32", "chunks.sqlite", "postings.u32"} <= set(segment["files"])
     assert (index / "CURRENT").read_text() == "gen-000002\n"
 
 
@@ -135,70 +163,81 @@ def _append(path: Path) -> None:
         fh.write(b"\0trailing bytes")
 
 
-def _flip(path: Path) -> None:
+def _flip(path: Path, offset: int | None = None) -> None:
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2 if offset is None else offset] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
 LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
                b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n")
+OWNERS = "Who owns the nightly job on the data platform?"  # bm25: the words only beta's new chunk holds
 
 
-def _rewrite_with_one_vector_less(gen: Path) -> None:
-    """A FAISS file with one vector fewer than the chunk table, with matching checksums in the manifest
-    (what a writer that replaced the vectors but not the table would leave)."""
-    import faiss
-
-    from ragcli.types import sha256_file
-
-    index = faiss.read_index(str(gen / "vectors.faiss"))
-    last = faiss.vector_to_array(index.id_map)[-1]
-    index.remove_ids(faiss.IDSelectorBatch(1, faiss.swig_ptr(__import__("numpy").array([last], dtype="int64"))))
-    faiss.write_index(index, str(gen / "vectors.faiss"))
-    manifest = json.loads((gen / "manifest.json").read_text())
-    manifest["checksums"]["vectors.faiss"] = {"bytes": (gen / "vectors.faiss").stat().st_size,
-                                              "sha256": sha256_file(gen / "vectors.faiss")}
-    (gen / "manifest.json").write_text(json.dumps(manifest))
+def own_segment(index: Path) -> Path:
+    """The segment only gen-000002 lists (beta's new chunks)."""
+    first = {r["name"] for r in json.loads((gen_dir(index, "gen-000001") / "manifest.json").read_text())["segments"]}
+    second = [r["name"] for r in json.loads((gen_dir(index) / "manifest.json").read_text())["segments"]]
+    (name,) = [n for n in second if n not in first]
+    return index / "segments" / name
 
 
-def _drop_vector_checksum_and_flip(gen: Path) -> None:
-    manifest = json.loads((gen / "manifest.json").read_text())
-    del manifest["checksums"]["vectors.faiss"]
-    (gen / "manifest.json").write_text(json.dumps(manifest))
-    _flip(gen / "vectors.faiss")
+def shared_segment(index: Path) -> Path:
+    first = json.loads((gen_dir(index, "gen-000001") / "manifest.json").read_text())["segments"]
+    return index / "segments" / first[0]["name"]
 
 
-def _bm25_file(gen: Path) -> Path:
-    return sorted(p for p in (gen / "bm25").iterdir() if p.is_file())[0]
+def _flip_in_row_text(segment: Path, needle: bytes) -> None:
+    path = segment / "chunks.sqlite"
+    _flip(path, path.read_bytes().index(needle) + 2)
+
+
+def _flip_postings_of(segment: Path, term: str) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(segment / "chunks.sqlite")
+    (start,) = db.execute("SELECT start FROM terms WHERE term = ?", (term,)).fetchone()
+    db.close()
+    _flip(segment / "postings.u32", start * 4)
+
+
+def _drop_files_checksum(g: Path) -> None:
+    manifest = json.loads((g / "manifest.json").read_text())
+    del manifest["checksums"]["files.json"]
+    (g / "manifest.json").write_text(json.dumps(manifest))
 
 
 CORRUPTIONS = {
-    # id: (damage(gen-000002 folder), text the error must name, generation rollback returns to)
-    "vectors-truncated": (lambda g: _truncate(g / "vectors.faiss"), "vectors.faiss", "gen-000001"),
-    "vectors-appended": (lambda g: _append(g / "vectors.faiss"), "vectors.faiss", "gen-000001"),
-    "vectors-byte-flipped": (lambda g: _flip(g / "vectors.faiss"), "vectors.faiss", "gen-000001"),
-    "vectors-lfs-pointer": (lambda g: (g / "vectors.faiss").write_bytes(LFS_POINTER), "vectors.faiss", "gen-000001"),
-    "vectors-empty": (lambda g: (g / "vectors.faiss").write_bytes(b""), "vectors.faiss", "gen-000001"),
-    "vectors-missing": (lambda g: (g / "vectors.faiss").unlink(), "vectors.faiss", "gen-000001"),
-    "vectors-fewer-than-chunks": (_rewrite_with_one_vector_less, "vectors.faiss", "gen-000001"),
-    "chunks-empty": (lambda g: (g / "chunks.jsonl").write_bytes(b""), "chunks.jsonl", "gen-000001"),
-    "files-truncated": (lambda g: _truncate(g / "files.json"), "files.json", "gen-000001"),
-    "bm25-byte-flipped": (lambda g: _flip(_bm25_file(g)), "bm25", "gen-000001"),
-    "manifest-missing": (lambda g: (g / "manifest.json").unlink(), "manifest.json", "gen-000001"),
-    "manifest-garbage": (lambda g: (g / "manifest.json").write_bytes(os.urandom(300)), "manifest.json", "gen-000001"),
-    "manifest-wrong-shape": (lambda g: (g / "manifest.json").write_text('{"format_version": 1, "checksums": [1, 2]}'),
-                             "manifest.json", "gen-000001"),
-    "manifest-without-vector-checksum": (_drop_vector_checksum_and_flip, "manifest.json", "gen-000001"),
+    # id: (damage(index), text the error must name, question; bm25 for what only a keyword search reads)
+    "vectors-truncated": (lambda i: _truncate(own_segment(i) / "vectors.f32"), "vectors.f32", None),
+    "vectors-appended": (lambda i: _append(own_segment(i) / "vectors.f32"), "vectors.f32", None),
+    "vectors-byte-flipped": (lambda i: _flip(own_segment(i) / "vectors.f32"), "vectors.f32", None),
+    "vectors-lfs-pointer": (lambda i: (own_segment(i) / "vectors.f32").write_bytes(LFS_POINTER), "vectors.f32", None),
+    "vectors-empty": (lambda i: (own_segment(i) / "vectors.f32").write_bytes(b""), "vectors.f32", None),
+    "vectors-missing": (lambda i: (own_segment(i) / "vectors.f32").unlink(), "vectors.f32", None),
+    "chunks-header-garbage": (lambda i: _flip(own_segment(i) / "chunks.sqlite", 3), "chunks.sqlite", None),
+    "chunk-row-flipped": (lambda i: _flip_in_row_text(own_segment(i), b"data platform team"), "chunks.sqlite", OWNERS),
+    "postings-flipped": (lambda i: _flip_postings_of(own_segment(i), "platform"), "postings.u32", OWNERS),
+    "doclen-truncated": (lambda i: _truncate(own_segment(i) / "doclen.u32"), "doclen.u32", None),
+    "segment-record-garbage": (lambda i: (own_segment(i) / "segment.json").write_bytes(os.urandom(200)),
+                               "segment.json", None),
+    "segment-missing": (lambda i: shutil.rmtree(own_segment(i)), "segment.json", None),
+    "files-truncated": (lambda i: _truncate(gen_dir(i) / "files.json"), "files.json", None),
+    "dead-rows-flipped": (lambda i: _flip(gen_dir(i) / "dead.json"), "dead.json", None),
+    "manifest-missing": (lambda i: (gen_dir(i) / "manifest.json").unlink(), "manifest.json", None),
+    "manifest-garbage": (lambda i: (gen_dir(i) / "manifest.json").write_bytes(os.urandom(300)), "manifest.json", None),
+    "manifest-wrong-shape": (lambda i: (gen_dir(i) / "manifest.json").write_text('{"format_version": 2, "segments": 3}'),
+                             "manifest.json", None),
+    "manifest-without-files-checksum": (lambda i: _drop_files_checksum(gen_dir(i)), "manifest.json", None),
 }
 
 
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
 def test_corruption_is_reported_and_rolled_back(cli, index, case):
-    damage, names, back_to = CORRUPTIONS[case]
-    damage(gen_dir(index))
+    damage, names, question = CORRUPTIONS[case]
+    damage(index)
 
-    result = ask(cli, index)
+    result = ask(cli, index, question)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and result.stdout == ""
     line = one_line(result.stderr)
@@ -216,13 +255,63 @@ def test_corruption_is_reported_and_rolled_back(cli, index, case):
 
     rollback = cli("index", "rollback", "--index-dir", index)
     assert rollback.exit_code == 0, rollback.output
-    assert f"rolled back to {back_to}" in rollback.stdout
-    assert (index / "CURRENT").read_text().strip() == back_to
+    assert "rolled back to gen-000001" in rollback.stdout
+    assert (index / "CURRENT").read_text().strip() == "gen-000001"
     answered = ask(cli, index)
     assert answered.exit_code == 0, answered.output
     data = answered.json()
-    assert data["generation"] == back_to and len(data["sources"]) == 2
+    assert data["generation"] == "gen-000001" and len(data["sources"]) == 2
     assert cli("index", "verify", "--index-dir", index).exit_code == 0
+
+
+def test_damage_that_no_search_reads_is_found_by_verify(cli, index):
+    _flip(own_segment(index) / "keys.u64")  # read by the next ingest (vectors of unchanged texts), not by queries
+    assert ask(cli, index).exit_code == 0  # nothing answered from the damaged file
+    verify = cli("index", "verify", "--index-dir", index)
+    assert verify.exit_code == 1 and "keys.u64" in verify.stdout and "gen-000002 (current): CORRUPTED" in verify.stdout
+
+
+def test_a_damaged_segment_shared_by_both_generations(cli, index, tmp_path):
+    _flip(shared_segment(index) / "vectors.f32")
+    assert "vectors.f32" in one_line(ask(cli, index).stderr)
+    verify = cli("index", "verify", "--index-dir", index)
+    assert verify.exit_code == 1
+    assert "gen-000001: CORRUPTED" in verify.stdout and "gen-000002 (current): CORRUPTED" in verify.stdout
+    rollback = cli("index", "rollback", "--index-dir", index)
+    assert rollback.exit_code == 1 and "vectors.f32" in rollback.stderr  # the older one needs it too
+    rebuilt = cli("ingest", write_docs(tmp_path / "docs"), "--rebuild", "--json", "--index-dir", index)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert ask(cli, index).json()["generation"] == rebuilt.json()["generation"]
+
+
+def test_rollback_keeps_the_segments_the_older_generation_shares(cli, index):
+    own, shared = own_segment(index), shared_segment(index)
+    assert cli("index", "rollback", "--index-dir", index).exit_code == 0
+    assert not own.exists() and shared.is_dir()  # only the rolled-back generation used `own`
+    assert sorted(p.name for p in (index / "segments").iterdir()) == [shared.name]
+    assert ask(cli, index).json()["generation"] == "gen-000001"
+    assert cli("index", "verify", "--index-dir", index).exit_code == 0
+
+
+def test_ingest_over_a_corrupted_index_names_rollback_and_changes_nothing(cli, index, tmp_path):
+    (gen_dir(index) / "files.json").write_text("{}")
+    before = sorted(str(p.relative_to(index)) for p in index.rglob("*"))
+    docs = write_docs(tmp_path / "docs")
+    result = cli("ingest", docs, "--index-dir", index)
+    assert result.exit_code == 1
+    assert "files.json" in result.stderr and "rollback" in result.stderr and "Traceback" not in result.output
+    assert (index / "CURRENT").read_text() == "gen-000002\n"
+    assert sorted(str(p.relative_to(index)) for p in index.rglob("*")) == before
+
+
+def test_rollback_refuses_a_corrupted_older_generation(cli, index):
+    _truncate(gen_dir(index, "gen-000001") / "files.json")
+    verify = cli("index", "verify", "--index-dir", index)
+    assert "gen-000001: CORRUPTED" in verify.stdout and "files.json" in verify.stdout
+    rollback = cli("index", "rollback", "--index-dir", index)
+    assert rollback.exit_code == 1 and "files.json" in rollback.stderr
+    assert (index / "CURRENT").read_text() == "gen-000002\n"
+    assert ask(cli, index).json()["generation"] == "gen-000002"
 
 
 def test_current_naming_a_missing_generation(cli, index):
@@ -255,27 +344,6 @@ def test_current_holding_garbage_can_be_rebuilt_or_rolled_back(cli, index, tmp_p
     assert rebuilt.exit_code == 0, rebuilt.output
     assert rebuilt.json()["generation"] == "gen-000003"
     assert ask(cli, index).json()["generation"] == "gen-000003"
-
-
-def test_ingest_over_a_corrupted_index_names_rollback_and_changes_nothing(cli, index, tmp_path):
-    _flip(gen_dir(index) / "vectors.faiss")
-    docs = write_docs(tmp_path / "docs")
-    result = cli("ingest", docs, "--index-dir", index)
-    assert result.exit_code == 1
-    assert "vectors.faiss" in result.stderr and "rollback" in result.stderr and "Traceback" not in result.output
-    assert (index / "CURRENT").read_text() == "gen-000002\n"
-    assert sorted(p.name for p in index.iterdir()) == ["CURRENT", "LOCK", "gen-000001", "gen-000002"]
-
-
-def test_rollback_refuses_a_corrupted_older_generation(cli, index):
-    _flip(gen_dir(index, "gen-000001") / "chunks.jsonl")
-    verify = cli("index", "verify", "--index-dir", index)
-    assert verify.exit_code == 0  # the published generation is whole
-    assert "gen-000001: CORRUPTED" in verify.stdout and "chunks.jsonl" in verify.stdout
-    rollback = cli("index", "rollback", "--index-dir", index)
-    assert rollback.exit_code == 1 and "chunks.jsonl" in rollback.stderr
-    assert (index / "CURRENT").read_text() == "gen-000002\n"
-    assert ask(cli, index).json()["generation"] == "gen-000002"
 
 
 def test_rollback_without_an_older_generation(cli, index):
@@ -323,59 +391,53 @@ def test_dimension_mismatch_raises_under_python_O(index):
 
 
 # -- the approximate index type --------------------------------------------------------------------------
-def test_hnsw_index_builds_answers_and_stays_hnsw(cli, model_env, tmp_path):
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_index_builds_answers_and_keeps_its_type(cli, model_env, tmp_path, kind):
     import faiss
 
     from ragcli.store import LocalIndex
 
     docs = write_docs(tmp_path / "docs")
-    first = cli("ingest", docs, "--index-type", "hnsw", "--json")
+    first = cli("ingest", docs, "--index-type", kind, "--json")
     assert first.exit_code == 0, first.output
     store = LocalIndex(Path("ragcli-index"))
     gen = store.load()
-    assert gen.manifest["faiss_index_type"] == "hnsw"
-    inner = faiss.downcast_index(gen.faiss_index().index)
-    assert isinstance(inner, faiss.IndexHNSWFlat) and gen.faiss_index().ntotal == len(gen.chunks)
+    expected = faiss.IndexHNSWFlat if kind == "hnsw" else faiss.IndexIVFFlat
+    assert gen.index_type == kind and all(isinstance(faiss.downcast_index(s.ann()), expected) for s in gen.segments)
 
     result = cli("query", "--context", "--json", "-k", "3", "--max-new-tokens", "4", QUESTION)
     assert result.exit_code == 0, result.output
     sources = result.json()["sources"]
     assert len(sources) == 3 and all(s["chunk_id"] in gen.by_id for s in sources)
-    ids, vectors = gen.vectors()  # what the next ingest reuses
-    assert sorted(ids) == sorted(gen.by_id) and vectors.shape == (len(gen.chunks), 32)
 
     before = {c.id for c in gen.chunks if c.file != "alpha.md"}
     (docs / "alpha.md").write_text(DOCS["alpha.md"] + "\nA new paragraph about graph indexes.\n", encoding="utf-8")
-    again = cli("ingest", docs, "--json", "--index-type", "hnsw")
+    again = cli("ingest", docs, "--json")
     assert again.exit_code == 0, again.output
     assert again.json()["summary"]["changed"] == 1 and again.json()["published"] is True
     gen = store.load()
-    assert gen.manifest["faiss_index_type"] == "hnsw"
-    assert isinstance(faiss.downcast_index(gen.faiss_index().index), faiss.IndexHNSWFlat)
-    assert gen.faiss_index().ntotal == len(gen.chunks)
+    assert gen.index_type == kind and all(isinstance(faiss.downcast_index(s.ann()), expected) for s in gen.segments)
     assert before <= set(gen.by_id)  # the other files' chunks were carried over
     result = cli("query", "--context", "--json", "-k", "3", "--max-new-tokens", "4", QUESTION)
     assert result.exit_code == 0 and result.json()["generation"] == "gen-000002"
+    assert all(s["file"] in {"alpha.md", "beta.md", "guides/gamma.md"} for s in result.json()["sources"])
 
 
 def test_index_type_can_change_without_reembedding(cli, model_env, tmp_path):
-    import faiss
-
     from ragcli.store import LocalIndex
 
     docs = write_docs(tmp_path / "docs")
     assert cli("ingest", docs).exit_code == 0
     store = LocalIndex(Path("ragcli-index"))
     flat = store.load()
-    assert flat.manifest["faiss_index_type"] == "flat"
-    for kind, cls in (("hnsw", faiss.IndexHNSWFlat), ("flat", faiss.IndexFlatIP)):
+    assert flat.index_type == "flat"
+    old_ids, old_vectors = flat.vectors()
+    for kind in ("hnsw", "flat"):
         report = cli("ingest", docs, "--index-type", kind, "--json").json()
         assert report["published"] is True and report["chunks_embedded"] == 0 and report["texts_embedded"] == 0
         gen = store.load()
-        assert gen.manifest["faiss_index_type"] == kind
-        assert isinstance(faiss.downcast_index(gen.faiss_index().index), cls)
+        assert gen.index_type == kind
         ids, vectors = gen.vectors()
-        old_ids, old_vectors = flat.vectors()
         assert ids == old_ids and (vectors == old_vectors).all()
     assert store.generations() == ["gen-000002", "gen-000003"]
 
@@ -387,4 +449,76 @@ def test_hnsw_is_kept_when_reingesting_without_the_flag(cli, model_env, tmp_path
     assert cli("ingest", docs, "--index-type", "hnsw").exit_code == 0
     (docs / "beta.md").write_text(DOCS["beta.md"] + "\nEdited.\n", encoding="utf-8")
     assert cli("ingest", docs).exit_code == 0
-    assert LocalIndex(Path("ragcli-index")).load().manifest["faiss_index_type"] == "hnsw"
+    assert LocalIndex(Path("ragcli-index")).load().index_type == "hnsw"
+
+
+# -- segments: compaction, dead rows, re-added chunks --------------------------------------------------------
+def _manifest(index: Path, name: str | None = None) -> dict:
+    name = name or (index / "CURRENT").read_text().strip()
+    return json.loads((index / name / "manifest.json").read_text())
+
+
+def _sources(result) -> list[tuple[int, str, float]]:
+    return [(s["chunk_id"], s["file"], s["score"]) for s in result.json()["sources"]]
+
+
+def test_compact_rewrites_live_rows_and_answers_the_same(cli, index):
+    from ragcli.store import LocalIndex
+
+    before = LocalIndex(index).load()
+    answer = ask(cli, index)
+    assert _manifest(index)["counts"]["dead_rows"] > 0
+    result = cli("index", "compact", "--json", "--index-dir", index)
+    assert result.exit_code == 0, result.output
+    assert result.json()["generation"] == "gen-000003" and result.json()["dead_rows"] == 0
+    after = LocalIndex(index).load()
+    assert {c.id: c.text for c in after.chunks} == {c.id: c.text for c in before.chunks}
+    old_ids, old_vectors = before.vectors()
+    new_ids, new_vectors = after.vectors()
+    assert old_ids == new_ids and (old_vectors == new_vectors).all()
+    assert not {r["name"] for r in _manifest(index)["segments"]} & {r["name"] for r in _manifest(index, "gen-000002")["segments"]}
+    again = ask(cli, index)
+    assert again.json()["generation"] == "gen-000003" and _sources(again) == _sources(answer)
+    assert cli("index", "verify", "--index-dir", index).exit_code == 0
+
+
+def test_a_segment_only_the_old_generation_uses_can_be_damaged_without_harm(cli, index):
+    shared = shared_segment(index)
+    assert cli("index", "compact", "--index-dir", index).exit_code == 0  # gen-000003: new segments only
+    _flip(shared / "vectors.f32")  # listed by gen-000002 only now (gen-000001 was pruned)
+    verify = cli("index", "verify", "--index-dir", index)
+    assert "gen-000002: CORRUPTED" in verify.stdout and "vectors.f32" in verify.stdout
+    assert "gen-000003 (current): ok" in verify.stdout
+    assert ask(cli, index).json()["generation"] == "gen-000003"
+
+
+def test_ingest_compacts_on_its_own_past_the_dead_row_threshold(cli, own_index, tmp_path, monkeypatch):
+    import ragcli.segmented
+
+    index, docs = own_index, tmp_path / "docs"
+    shared = shared_segment(index).name
+    (docs / "alpha.md").write_text(DOCS["alpha.md"] + "\nA third edit.\n", encoding="utf-8")
+    monkeypatch.setattr(ragcli.segmented, "DEAD_FRACTION", 0.05)
+    result = cli("ingest", docs, "--json", "--index-dir", index)
+    assert result.exit_code == 0, result.output
+    report = result.json()
+    assert report["summary"]["changed"] == 1 and report["chunks_embedded"] >= 1
+    manifest = _manifest(index)
+    assert shared not in {r["name"] for r in manifest["segments"]}  # its live rows were copied out
+    assert manifest["counts"]["rows"] == manifest["counts"]["chunks"] + manifest["counts"]["dead_rows"]
+    assert ask(cli, index).exit_code == 0 and cli("index", "verify", "--index-dir", index).exit_code == 0
+
+
+def test_a_chunk_deleted_then_added_again_is_found_once(cli, own_index, tmp_path):
+    index = own_index
+    docs = write_docs(tmp_path / "docs")  # beta.md back to its first text: its old chunks come back
+    report = cli("ingest", docs, "--json", "--index-dir", index).json()
+    assert report["summary"]["changed"] == 1 and report["chunks_embedded"] == 0  # vectors of texts held before
+    found = cli("query", "--context", "--json", "--mode", "bm25", "-k", "10", "--max-new-tokens", "2",
+                "--index-dir", index, "nightly ingest retention thirty days versions")
+    ids = [s["chunk_id"] for s in found.json()["sources"]]
+    assert ids and len(ids) == len(set(ids))  # a dead row never comes back beside its living copy
+    from ragcli.store import LocalIndex
+
+    gen = LocalIndex(index).load()
+    assert len(gen.chunks) == gen.manifest["counts"]["chunks"] == len({c.id for c in gen.chunks})

@@ -40,7 +40,7 @@ def command(
     semantic_vectors: Annotated[str | None, typer.Option("--semantic-vectors", help="Semantic splitter: window (embed each sentence window, as llama-index does) or pooled (embed each sentence once and average windows: about half the embedding work). Env: RAGCLI_SEMANTIC_VECTORS.", show_default=False)] = None,
     max_chunk_tokens: Annotated[int | None, typer.Option("--max-chunk-tokens", min=16, help="Hard cap on a chunk's length in embedding-model tokens (longer chunks are split again, never truncated). Default 256.", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Texts per embedding batch. Default 32.", show_default=False)] = None,
-    index_type: Annotated[str | None, typer.Option("--index-type", help="flat (exact) or hnsw (approximate, for large corpora). Default: the index's current type; flat for a new index.", show_default=False)] = None,
+    index_type: Annotated[str | None, typer.Option("--index-type", help="flat (exact), ivf or hnsw (approximate, for large corpora), or auto (flat up to 100,000 chunks, ivf above; decided again at every ingest). Default: the index's current type; flat for a new index.", show_default=False)] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Decode Markdown files that are not UTF-8 with this encoding (e.g. latin-1).", show_default=False)] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If another ingest holds the index, wait for it instead of failing.")] = False,
     embed_model: EmbedModelOpt = None,

@@ -100,3 +100,24 @@ def rollback_command(index_dir: IndexDirOpt = None) -> None:
     with store.lock():
         name = store.rollback()
     out().print(f"Index rolled back to {name}.", highlight=False)
+
+
+@index_app.command("compact")
+def compact_command(index_dir: IndexDirOpt = None, json_out: JsonOpt = False) -> None:
+    """Rewrite the index's live chunks into fresh segments, dropping the rows of changed and removed files.
+
+    Ingest compacts on its own when deleted rows pass 30% of a segment or there are more than 8 segments;
+    this does it now, in full. Nothing is embedded again."""
+    from ragcli.cli._output import out, print_json
+    from ragcli.targets.local import LocalTarget
+
+    settings = settings_from(index_dir=index_dir)
+    target = LocalTarget(settings)
+    published = target.compact()
+    info = target.describe()
+    if json_out:
+        print_json({"generation": published.name, "segments": info.get("segments"), "dead_rows": info.get("dead_rows"),
+                    "chunks": info.get("chunks")})
+    else:
+        out().print(f"Index compacted into {published.name}: {info.get('chunks')} chunks in "
+                    f"{info.get('segments')} segment(s).", highlight=False)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ragcli.errors import IndexCorruptedError
 from ragcli.store import LocalIndex
 from ragcli.targets.base import Capabilities, IndexInfo, Target, content_manifest
-from ragcli.types import Hit, Published, TargetState, text_key
+from ragcli.types import Hit, Published, TargetState
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from ragcli.config import Settings
-    from ragcli.store import Generation
     from ragcli.types import Chunk, Plan, Progress
 
 
@@ -38,10 +37,8 @@ class LocalTarget(Target):
         self.index_type = settings.index_type  # None: keep the index's own type (flat for a new index)
         self.label = f"The index in {settings.index_dir}"
         self.location = str(settings.index_dir)
-        self._prior: Generation | None = None  # what state() read, for reused vectors and the unchanged check
-        self._held: dict[int, Any] | None = None
-        self._by_text: dict[str, Any] | None = None
-        self._reader: Generation | None = None  # what open() loaded, for searching
+        self._prior: Any = None  # the generation state() read, for reused vectors and the unchanged check
+        self._reader: Any = None  # the generation open() loaded, for searching
 
     @classmethod
     def scratch_settings(cls, settings: Settings, folder: Path) -> Settings:
@@ -55,106 +52,83 @@ class LocalTarget(Target):
             yield
 
     def state(self, *, rebuild: bool = False, progress: Progress | None = None) -> TargetState:
-        self._prior, self._held, self._by_text = None, None, None
+        self._prior = None
         if rebuild or not self.store.exists():  # a rebuild never reads the old generation: it may be damaged
             return TargetState()
         gen = self._prior = self.store.load()
-        files = {name: {k: v for k, v in meta.items() if k != "chunks"} | {
-                     "chunks": len(meta.get("chunks") or []),
-                     "tokens": sum(int(r.get("tokens") or 0) for r in meta.get("chunks") or [])}
-                 for name, meta in gen.files.items()}
+        files = {name: _counted(meta) for name, meta in gen.files.items()}
         return TargetState(name=gen.name, files=files, embed=gen.embed, splitter=gen.splitter,
-                           settings={"index_type": gen.manifest.get("faiss_index_type", "flat")})
-
-    def _held_vectors(self) -> dict[int, Any]:
-        """Chunk id -> vector of the generation `state()` read (read once)."""
-        if self._held is None:
-            ids, vectors = self._prior.vectors() if self._prior is not None else ([], [])
-            self._held = dict(zip(ids, vectors, strict=True))
-        return self._held
+                           settings={"index_type": gen.index_type, "format": gen.format})
 
     def reusable_vectors(self, text_keys: Sequence[str]) -> dict[str, np.ndarray]:
-        if self._prior is None:
-            return {}
-        if self._by_text is None:
-            held = self._held_vectors()
-            self._by_text = {}
-            for c in self._prior.chunks:
-                if c.id in held:
-                    self._by_text.setdefault(text_key(c.text), held[c.id])
-        return {k: self._by_text[k] for k in text_keys if k in self._by_text}
+        return self._prior.reusable(list(text_keys)) if self._prior is not None else {}
 
     def publish(self, plan: Plan, *, progress: Progress | None = None) -> Published:
-        import numpy as np
+        from ragcli.store import FORMAT_VERSION
 
         prior = self._prior
-        held_type = prior.manifest.get("faiss_index_type", "flat") if prior is not None else None
-        index_type = self.index_type or held_type or "flat"
-        if prior is not None and not plan.changed and held_type == index_type:
+        held_type = prior.index_type if prior is not None else None
+        policy = self.index_type or (prior.manifest.get("index_policy") if prior is not None else None) or held_type
+        index_type = resolve_index_type(policy or "flat", plan.chunk_count)
+        unchanged = prior is not None and not plan.changed and held_type == index_type
+        if unchanged and prior.format == FORMAT_VERSION:
             return Published(name=prior.name, published=False)
-        # The whole next content: the held chunks of kept files, then the plan's new ones.
-        kept = [c for c in prior.chunks if c.file in plan.kept] if prior is not None else []
-        held = self._held_vectors() if kept else {}
-        chunks = sorted([*kept, *plan.chunks], key=lambda c: (c.file, c.position))
-        vectors = np.zeros((len(chunks), int(plan.embed["dim"])), dtype=np.float32)
-        for row, c in enumerate(chunks):
-            vectors[row] = plan.vectors[c.id] if c.file not in plan.kept else held[c.id]
-        rows: dict[str, list[dict[str, Any]]] = {}
-        for c in chunks:
-            rows.setdefault(c.file, []).append(c.to_json())
-        files = {name: dict(meta, chunks=rows.get(name, [])) for name, meta in plan.files.items()}
-        for meta in files.values():
-            meta.pop("tokens", None)  # format 1 keeps the rows, and their tokens, in the file table
+        # (an index of the first format is rewritten in the current one by the next ingest, changed or not)
         if progress:
             progress("write", 0, 1)
-        name = self.store.write_generation(chunks, vectors, files, content_manifest(plan), index_type=index_type,
-                                           extra_writers=[_bm25_writer(chunks)])
+        manifest = dict(content_manifest(plan), index_policy=policy or "flat")
+        name = self.store.publish(plan, prior, manifest, index_type=index_type)
         if progress:
             progress("write", 1, 1)
         return Published(name=name, published=True)
 
+    def compact(self) -> Published:
+        """Rewrite the published generation's live chunks into fresh segments, without dead rows."""
+        from ragcli.types import Plan
+
+        with self.lock():
+            gen = self.store.load()
+            files = {name: _counted(meta) for name, meta in gen.files.items()}
+            plan = Plan(files=files, chunks=[], vectors={}, kept=set(files), embed=gen.embed, splitter=gen.splitter,
+                        changed=True)
+            manifest = dict(content_manifest(plan), index_policy=gen.manifest.get("index_policy") or gen.index_type)
+            name = self.store.publish(plan, gen, manifest, index_type=gen.index_type, compact=True)
+            return Published(name=name, published=True)
+
     # -- reading -----------------------------------------------------------------------------------
-    def _generation(self) -> Generation:
+    def _generation(self) -> Any:
         if self._reader is None:
             self.open()
-        assert self._reader is not None
         return self._reader
 
     def open(self) -> IndexInfo:
         gen = self._reader = self.store.load()
         embed = gen.embed
         return IndexInfo(name=gen.name, embed=embed, splitter=gen.splitter,
-                         dim=int(embed["dim"]) if embed.get("dim") else None, chunks=len(gen.chunks),
+                         dim=int(embed["dim"]) if embed.get("dim") else None, chunks=gen.chunk_count,
                          files=gen.files, corpus_sha256=gen.manifest.get("corpus_sha256"),
-                         index_type=gen.manifest.get("faiss_index_type"))
+                         index_type=gen.index_type)
 
     def search(self, mode: str, k: int, *, vector: np.ndarray | None = None, text: str | None = None) -> list[Hit]:
         gen = self._generation()
         if mode == "dense":
             if vector is None:
                 raise ValueError("dense search needs a vector")
-            ranked = gen.search(vector, k)
+            ranked = gen.dense(vector, k)
         elif mode == "bm25":
             if text is None:
                 raise ValueError("bm25 search needs the text")
-            ranked = gen.bm25().search(text, k)
+            ranked = gen.bm25_hits(text, k)
         else:
             raise ValueError(f"the local index has no native {mode} search")
-        hits = []
-        for rank, (cid, score) in enumerate(ranked[:k], 1):
-            c = gen.by_id.get(cid)
-            if c is None:  # never answer from an id the chunk table does not know
-                continue
-            hits.append(Hit(chunk_id=cid, file=c.file, position=c.position, score=round(float(score), 6), text=c.text,
-                            rank=rank))
-        return hits
+        return [Hit(chunk_id=c.id, file=c.file, position=c.position, score=round(float(score), 6), text=c.text,
+                    rank=rank) for rank, (c, score) in enumerate(ranked[:k], 1)]
 
     def chunks(self) -> Iterable[Chunk]:
-        return self._generation().chunks
+        return self._generation().iter_chunks()
 
     def raw_search(self, vector: Any, k: int) -> Any:
-        index = self._generation().faiss_index()
-        return index.search(vector, min(k, max(1, index.ntotal)))
+        return self._generation().raw_search(vector, k)
 
     def version(self) -> str | None:
         try:
@@ -165,22 +139,37 @@ class LocalTarget(Target):
     def describe(self) -> dict[str, Any]:
         data = super().describe()
         gen = self._generation()
+        counts = gen.manifest.get("counts") or {}
         data.update(generations=self.store.generations(), size_bytes=gen.size_bytes(),
-                    last_ingest=gen.manifest.get("created_at"), ragcli_version=gen.manifest.get("ragcli_version"))
+                    last_ingest=gen.manifest.get("created_at"), ragcli_version=gen.manifest.get("ragcli_version"),
+                    format=gen.format, segments=counts.get("segments"), dead_rows=counts.get("dead_rows"))
         return data
 
     def verify(self) -> list[dict[str, Any]]:
         return self.store.verify()
 
     def verify_current(self) -> None:
-        """Check every file of the published generation against its checksum (raises when damaged)."""
-        self.store.load(verify=True).faiss_index()
+        """Check every byte of the published generation (raises when damaged)."""
+        self.store.load_verified().close()
 
 
-def _bm25_writer(chunks: list[Chunk]) -> Any:
-    def write(directory: Path) -> list[Path]:
-        from ragcli.bm25 import BM25Index
+AUTO_FLAT_MAX = 100_000  # `--index-type auto`: exact search up to this many chunks, IVF above
 
-        return BM25Index.build([c.id for c in chunks], [c.text for c in chunks]).save(directory / "bm25")
 
-    return write
+def resolve_index_type(policy: str, chunks: int) -> str:
+    """The index type a generation of `chunks` chunks is built with under `policy` (flat, hnsw, ivf, auto).
+
+    auto: flat (exact) up to AUTO_FLAT_MAX chunks, where one query scans at most ~150 MB of 384-d vectors;
+    IVF above, with min(4·√N, N/39) cells per segment and an eighth of them probed per query."""
+    if policy != "auto":
+        return policy
+    return "flat" if chunks <= AUTO_FLAT_MAX else "ivf"
+
+
+def _counted(meta: dict[str, Any]) -> dict[str, Any]:
+    """A file record with chunk and token counts (format 1 keeps the chunk rows in the file table)."""
+    rows = meta.get("chunks")
+    if not isinstance(rows, list):
+        return dict(meta)
+    return {**{k: v for k, v in meta.items() if k != "chunks"}, "chunks": len(rows),
+            "tokens": sum(int(r.get("tokens") or 0) for r in rows)}
