@@ -190,7 +190,7 @@ class DeltaSyncTarget(Target):
         if stale:
             client.delete_rows("id", stale, progress=progress)
         manifest = json.loads(json.dumps(R.build_manifest(plan, set())))  # JSON types, as read back
-        if rows or stale or not R.same_manifest(self._held_manifest, manifest):
+        if rows or stale or not _same_content(self._held_manifest, manifest):
             manifest["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             client.merge_rows([self._row(R.manifest_row(manifest, dim))], progress=progress)
             wrote = True
@@ -340,3 +340,19 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _same_content(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether two manifests describe the same content: the same model, splitter, chunk count and files
+    (checksum, chunks, status). Who wrote it (`ragcli ingest` or the Spark job, which records its own
+    `writer` and the folder as it saw it), when, and with which library versions do not count, so an
+    ingest over a table the Spark job wrote rewrites nothing."""
+    if old is None:
+        return False
+    keys = ("kind", "format", "embed", "splitter", "corpus_sha256", "chunks")
+
+    def files(m: dict[str, Any]) -> dict[str, tuple[Any, Any, Any]]:
+        return {name: (meta.get("sha256"), _as_int(meta.get("chunks")), meta.get("status", "ok"))
+                for name, meta in (m.get("files") or {}).items()}
+
+    return all(old.get(k) == new.get(k) for k in keys) and files(old) == files(new)
