@@ -336,3 +336,40 @@ def test_managed_embeddings_send_the_question_text(dbx, ws, run, small, monkeypa
     assert status["embedding_endpoint"] == "letters" and status["chunks"] == report["chunks_total"]
     again = ok(run("ingest", small, *KIND, "--json"))
     assert not again["published"] and again["summary"]["unchanged"] == len(SMALL)
+
+
+# -- another model, a rebuild, another dimension -----------------------------------------------------------
+def test_another_model_is_refused_until_rebuild_and_the_index_keeps_its_dimension(dbx, ws, run, small):
+    from conftest import EMBED_OTHER
+
+    emu = dbx
+    first = ok(run("ingest", small, *KIND, "--json"))
+    version = ws.table_version(TABLE)
+    message = error_line(run("ingest", small, *KIND, "--embed-model", EMBED_OTHER))
+    assert EMBED in message and EMBED_OTHER in message and "--index-kind delta-sync --rebuild" in message
+    assert ws.table_version(TABLE) == version  # refused before anything was written
+
+    rebuilt = ok(run("ingest", small, *KIND, "--embed-model", EMBED_OTHER, "--rebuild", "--json"))
+    assert rebuilt["chunks_embedded"] == rebuilt["chunks_total"] == first["chunks_total"]
+    ids = [r["id"] for r in ws.table_rows(TABLE)]
+    assert len(ids) == len(set(ids)) == first["chunks_total"] + 1  # same chunk ids, merged over the old rows
+    manifest = json.loads([r for r in emu.rows(INDEX) if r["kind"] == "manifest"][0]["text"])
+    assert manifest["embed"]["model"] == EMBED_OTHER  # the index serves the rebuilt content
+    assert same_rows(table_chunks(ws), index_chunks(emu))
+    assert ok(run("query", "--context", "--json", *KIND, "--embed-model", EMBED_OTHER, "Who owns alpha?"))["sources"]
+
+
+
+def test_an_index_of_another_dimension_is_refused_before_any_write(dbx, ws, run, small):
+    from databricks.ai_search.client import AISearchClient
+
+    from ragcli.targets.delta_sync import rows as table
+
+    ws.create_table(TABLE, dict(table.COLUMNS))
+    client = AISearchClient(workspace_url=dbx.url, personal_access_token=TOKEN, disable_notice=True)
+    client.create_delta_sync_index(endpoint_name=EP, index_name=INDEX, primary_key="id", source_table_name=TABLE,
+                                   pipeline_type="TRIGGERED", embedding_dimension=16, embedding_vector_column="embedding")
+    version = ws.table_version(TABLE)
+    message = error_line(run("ingest", small, *KIND))
+    assert "16-d" in message and "32-d" in message and "RAGCLI_DATABRICKS_TABLE" in message
+    assert ws.table_version(TABLE) == version and not statements(ws, "MERGE")
