@@ -435,8 +435,15 @@ class Segment:
             import faiss
             import numpy as np
 
-            data = self._checked_bytes(ANN)
-            self._ann = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+            path = self.folder / ANN
+            data = np.memmap(path, dtype=np.uint8, mode="r")  # checked in one pass, never copied
+            if len(data) != self.meta["files"][ANN]["bytes"] or fast_sum(data) != self.meta["files"][ANN]["fast"]:
+                raise _corrupt(path, "does not match its checksum")
+            if self.index_type == "ivf":  # the inverted lists stay memory-mapped: a query reads its cells only
+                self._ann = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+            else:
+                self._ann = faiss.deserialize_index(data)
+            del data
             if self._ann.ntotal != self.rows:
                 raise _corrupt(self.folder / ANN, f"holds {self._ann.ntotal} vectors, not {self.rows}")
         return self._ann
