@@ -102,6 +102,26 @@ def _unsupported_reason(suffix: str) -> str:
     return f"unsupported file type {shown}: ragcli reads {', '.join(SUPPORTED_SUFFIXES)}"
 
 
+def name_problem(relpath: str) -> str | None:
+    """Why a discovered file cannot be indexed under its name, or None. A name whose bytes are not UTF-8
+    reaches Python as lone surrogates, which no report, chunk table or hash can hold as text."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return ("file name is not valid UTF-8 (its bytes are shown escaped); rename it to UTF-8 "
+                "(e.g. convmv -f latin1 -t utf8 --notest) to index it")
+    return None
+
+
+def printable_name(relpath: str) -> str:
+    """`relpath` with the bytes of a non-UTF-8 name as backslash escapes (b'bad-\\xff.md' -> 'bad-\\\\xff.md')."""
+    try:
+        relpath.encode("utf-8")
+        return relpath
+    except UnicodeEncodeError:
+        return os.fsencode(relpath).decode("utf-8", "backslashreplace")
+
+
 def _is_supported(name: str) -> bool:
     return Path(name).suffix.lower() in SUPPORTED_SUFFIXES
 

@@ -280,8 +280,12 @@ class _Planner:
         return self.finish(split_settings)
 
     def plan_file(self, src: SourceFile, split_settings: SplitterSettings, same_splitter: bool) -> None:
-        from ragcli.loaders import load_text
+        from ragcli.loaders import load_text, name_problem, printable_name
 
+        problem = name_problem(src.relpath)
+        if problem:  # named with its bytes escaped, and skipped: the other files are still indexed
+            self.fail(printable_name(src.relpath), problem, None)
+            return
         old = self.prior.get(src.relpath)
         try:
             sha = sha256_file(src.path)
