@@ -7,6 +7,8 @@
       gen-000007/     files.json  dead.json  manifest.json (written last): which segments, which rows are dead
       gen-000006/     the previous generation, kept for rollback
       tmp-<random>/   a generation being written; removed by the next writer if left behind
+      trash-<random>/ a pruned generation or segment, renamed here before it is deleted (so nothing is
+                      ever seen half-deleted); removed by the next writer if a kill left it behind
 
 Every ingest writes its new segments (renamed into place when complete), then a new generation folder
 in a temporary folder, fsyncs it, renames it into place and only then switches CURRENT with
@@ -56,6 +58,7 @@ FILES = "files.json"
 MANIFEST = "manifest.json"
 BM25_DIR = "bm25"
 KEEP_GENERATIONS = 2  # the published one and the one before it
+TRASH = "trash-"  # a generation or segment being deleted (renamed first, so never seen half-deleted)
 
 
 def _after_step(step: str) -> None:
@@ -422,8 +425,8 @@ class LocalIndex:
             os.close(fd)
 
     def remove_leftovers(self) -> list[str]:
-        """Remove unfinished generations (tmp-*) and generations newer than CURRENT (published
-        folder but never pointed to). Call only under the lock."""
+        """Remove unfinished generations (tmp-*), folders whose deletion was interrupted (trash-*) and
+        generations newer than CURRENT (published folder but never pointed to). Call only under the lock."""
         removed = []
         if not self.root.is_dir():
             return removed
@@ -433,7 +436,7 @@ class LocalIndex:
         except IndexCorruptedError:  # CURRENT is damaged: which generations were published is unknown,
             current, unknown = None, True  # so none is removed (ingest --rebuild must still work)
         for p in self.root.iterdir():
-            stale = p.name.startswith("tmp-") or p.name == "CURRENT.tmp"
+            stale = p.name.startswith(("tmp-", TRASH)) or p.name == "CURRENT.tmp"
             if p.name.startswith("gen-") and p.is_dir() and not unknown and (current is None or p.name > current):
                 stale = True
             if stale:
@@ -506,8 +509,22 @@ class LocalIndex:
         keep = [n for n in self.generations() if current is None or n <= current][-KEEP_GENERATIONS:]
         for name in self.generations():
             if name not in keep:
-                shutil.rmtree(self.root / name, ignore_errors=True)
+                self._discard(self.root / name)
+        _after_step("prune")
         self._drop_unreferenced_segments()
+
+    def _discard(self, path: Path) -> None:
+        """Delete a generation or segment folder so that no one ever sees it half-deleted: it is first
+        renamed to `trash-<random>` (atomic; a reader then finds it gone, not damaged), then removed. A
+        kill in between leaves only a `trash-*` folder, which the next writer removes."""
+        trash = self.root / f"{TRASH}{uuid.uuid4().hex[:12]}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+        _after_step("trash")
+        shutil.rmtree(trash, ignore_errors=True)
 
     def _drop_unreferenced_segments(self) -> list[str]:
         """Delete segments no generation lists (pruned generations', or a crashed writer's)."""
@@ -522,7 +539,7 @@ class LocalIndex:
         removed = []
         for p in folder.iterdir():
             if p.name not in used:
-                shutil.rmtree(p, ignore_errors=True)
+                self._discard(p)
                 removed.append(f"{SEGMENTS}/{p.name}")
         return removed
 
@@ -545,6 +562,6 @@ class LocalIndex:
         self.load_verified(target).close()
         self._point_current(target)
         if current is not None:
-            shutil.rmtree(self.root / current, ignore_errors=True)
+            self._discard(self.root / current)
         self._drop_unreferenced_segments()
         return target

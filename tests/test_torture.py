@@ -60,3 +60,79 @@ def test_non_utf8_file_name_is_named_escaped_and_skipped(cli, model_env, tmp_pat
     again = cli("ingest", docs)
     assert again.exit_code == 1
     assert "bad-\\xff\\xfe.md" in again.stderr and "not valid UTF-8" in again.stderr
+
+
+# -- 4. a kill while old generations are pruned ----------------------------------------------------
+# `ragcli ARGS...` in a fresh interpreter that dies (os._exit, no cleanup) right after the named step of
+# the store's fault-injection seam (`ragcli.store._after_step`), as tests/test_crash.py does.
+KILL_SCRIPT = """
+import os, sys
+import ragcli.store
+step = sys.argv[1]
+def hook(name):
+    if name == step:
+        os._exit(137)
+ragcli.store._after_step = hook
+sys.argv = ["ragcli", *sys.argv[2:]]
+from ragcli.cli.app import main
+main()
+"""
+
+
+def _killed_at(step: str, *args: object) -> int:
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", KILL_SCRIPT, step, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    return done.returncode
+
+
+def _entries(index: Path) -> list[str]:
+    return sorted(p.name for p in index.iterdir() if p.name not in ("LOCK", "segments"))
+
+
+@pytest.mark.slow
+def test_kill_while_pruning_leaves_only_whole_generations(cli, model_env, tmp_path):
+    index = Path("ragcli-index")
+    docs = write_tree(tmp_path / "docs", {**GOOD, "c.md": "# Gamma\n\nGamma fuses keyword and dense scores.\n"})
+    assert cli("ingest", docs).exit_code == 0
+    (docs / "c.md").write_text("# Gamma\n\nGamma fuses keyword and dense scores with rank fusion.\n")
+    assert cli("ingest", docs).exit_code == 0  # gen-000002
+    (docs / "c.md").unlink()  # the next ingests need no model: they only remove a file
+    # killed after gen-000001 was renamed out of the way, before it was deleted
+    assert _killed_at("trash", "ingest", docs) == 137
+    assert (index / "CURRENT").read_text() == "gen-000003\n"
+    left = _entries(index)
+    assert [n for n in left if n.startswith("gen-")] == ["gen-000002", "gen-000003"]
+    assert any(n.startswith("trash-") for n in left), left  # the pruned generation, whole or not, is out of the way
+    verify = cli("index", "verify", "--json")
+    assert verify.exit_code == 0, verify.output
+    assert [(r["generation"], r["ok"]) for r in verify.json()["generations"]] == [("gen-000002", True),
+                                                                                ("gen-000003", True)]
+    # a kill while a rollback deletes the generation it leaves
+    assert _killed_at("trash", "index", "rollback") == 137
+    assert (index / "CURRENT").read_text() == "gen-000002\n"
+    assert cli("index", "verify").exit_code == 0
+    assert [n for n in _entries(index) if n.startswith("gen-")] == ["gen-000002"]
+    # the next writer removes what the kills left
+    (docs / "b.md").unlink()
+    result = cli("ingest", docs, "--json")
+    assert result.exit_code == 0, result.output
+    assert not any(n.startswith("trash-") for n in _entries(index))
+    assert not any(p.name.startswith("trash-") for p in (index / "segments").iterdir())
+    assert cli("index", "verify").exit_code == 0
+
+
+def test_verify_fails_when_a_kept_generation_is_damaged(cli, model_env, tmp_path):
+    docs = write_tree(tmp_path / "docs", GOOD)
+    assert cli("ingest", docs).exit_code == 0
+    (docs / "b.md").unlink()
+    assert cli("ingest", docs).exit_code == 0  # gen-000002 current, gen-000001 kept for rollback
+    (Path("ragcli-index") / "gen-000001" / "dead.json").unlink()  # as a pruning interrupted by an older ragcli left it
+    verify = cli("index", "verify")
+    assert verify.exit_code == 1, verify.output
+    assert "gen-000001: CORRUPTED" in verify.stdout and "gen-000002 (current): ok" in verify.stdout
+    line = " ".join(verify.stderr.split())
+    assert "gen-000001" in line and "current generation gen-000002 is whole" in line
