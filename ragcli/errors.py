@@ -50,6 +50,13 @@ class IndexCorruptedError(RagcliError):
     """An index file is missing, truncated or does not match its recorded checksum."""
 
 
+class GenerationGoneError(RagcliError):
+    """Internal to the local index: the generation a reader resolved from CURRENT was pruned by a writer
+    before the reader pinned its files. `LocalIndex.load` reads CURRENT again and retries; it reaches a
+    user only if a writer keeps publishing faster than the reader can open (then the advice is to retry),
+    and it is never reported as corruption: nothing is damaged."""
+
+
 class IndexModelMismatchError(RagcliError):
     """The index was built with another embedding model (or dimension)."""
 

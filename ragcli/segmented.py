@@ -92,7 +92,13 @@ class SegmentedGeneration(ManifestFields):
         self.files: dict[str, Any] = json.loads(self._checked(FILES))
         self.dead: dict[str, list[list[int]]] = json.loads(self._checked(DEAD))
         self.records: list[dict[str, Any]] = list(manifest["segments"])
-        self.segments = [Segment.open(root / SEGMENTS / rec["name"], rec) for rec in self.records]
+        self.segments: list[Segment] = []
+        try:
+            for rec in self.records:
+                self.segments.append(Segment.open(root / SEGMENTS / rec["name"], rec))
+        except BaseException:  # (a writer may have pruned this generation: LocalIndex.load retries)
+            self.close()
+            raise
         self.masks = [dead_mask(s.rows, self.dead.get(s.name, [])) for s in self.segments]
         self.by_name = {s.name: s for s in self.segments}
 
@@ -250,9 +256,13 @@ class SegmentedGeneration(ManifestFields):
             seg.verify()
 
     def size_bytes(self) -> int:
-        total = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        """Bytes on disk, from the sizes the manifest and segment records hold (checked when opened), so
+        it still answers after a writer pruned this generation."""
+        total = sum(int(m.get("bytes") or 0) for m in self.manifest["checksums"].values())
+        total += len(json.dumps(self.manifest, indent=1, sort_keys=True).encode("utf-8"))
         for seg in self.segments:
-            total += sum(p.stat().st_size for p in seg.folder.iterdir() if p.is_file())
+            total += sum(int(info["bytes"]) for info in seg.meta["files"].values())
+            total += len(json.dumps(seg.meta, indent=1, sort_keys=True).encode("utf-8"))
         return total
 
     def close(self) -> None:

@@ -41,7 +41,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragcli.errors import IndexCorruptedError, IndexLockedError, IndexNotFoundError, IndexWriteError
+from ragcli.errors import (
+    GenerationGoneError,
+    IndexCorruptedError,
+    IndexLockedError,
+    IndexNotFoundError,
+    IndexWriteError,
+)
 from ragcli.types import Chunk, ManifestFields, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,6 +64,7 @@ FILES = "files.json"
 MANIFEST = "manifest.json"
 BM25_DIR = "bm25"
 KEEP_GENERATIONS = 2  # the published one and the one before it
+LOAD_RETRIES = 20  # a reader re-reads CURRENT this often when writers prune what it resolved
 TRASH = "trash-"  # a generation or segment being deleted (renamed first, so never seen half-deleted)
 
 
@@ -285,25 +292,37 @@ class LocalIndex:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("gen-"))
 
     def load(self, name: str | None = None, *, verify: bool = True) -> Generation:
-        """The published generation (or `name`), checked against its manifest."""
-        for attempt in range(3):
+        """The published generation (or `name`), checked against its manifest.
+
+        A writer may publish and prune the generation this reader resolved from CURRENT before the reader
+        has opened (pinned) its files. Pruning renames a generation out of the way before deleting anything
+        of it or its segments, so "its folder is gone and CURRENT names another" tells a pruned generation
+        from a damaged one: the reader then reads CURRENT again and retries, and never calls it corrupted."""
+        for attempt in range(LOAD_RETRIES):
             current = name or self.current_name()
             if current is None:
                 raise IndexNotFoundError(f"No index in {self.root}. Run: ragcli ingest <paths>")
             try:
                 return self._load(current, verify=verify)
-            except (FileNotFoundError, IndexCorruptedError) as exc:
-                # A writer may have published and pruned this generation between our read of CURRENT and
-                # the load: read CURRENT again before calling the index corrupted.
-                if name is not None or attempt == 2 or self.current_name() == current:
-                    if isinstance(exc, IndexCorruptedError):
-                        raise
-                    break
-                time.sleep(0.05)
-        raise IndexCorruptedError(
-            f"Index corrupted: {self.root / current} is missing files. Run: ragcli index rollback, or "
-            "ragcli ingest --rebuild <paths>"
-        )
+            except (FileNotFoundError, NotADirectoryError, IndexCorruptedError):
+                if not self._gone(current):
+                    raise
+                if name is not None:
+                    raise GenerationGoneError(f"{self.root / name} was pruned by a writer while being read; "
+                                              "run the command again.") from None
+                time.sleep(min(0.2, 0.01 * (attempt + 1)))
+        raise GenerationGoneError(f"The index in {self.root} was republished {LOAD_RETRIES} times while being "
+                                  "opened; nothing is damaged. Run the command again.")
+
+    def _gone(self, name: str) -> bool:
+        """Whether generation `name` was pruned by a writer (not damaged): its folder is gone and CURRENT
+        names another one (writers switch CURRENT before they prune)."""
+        if (self.root / name).is_dir():
+            return False
+        try:
+            return self.current_name() != name
+        except IndexCorruptedError:
+            return False
 
     def _load(self, name: str, *, verify: bool) -> Generation:
         path = self.root / name
@@ -364,32 +383,56 @@ class LocalIndex:
             raise IndexCorruptedError(
                 f"Index corrupted: {path / CHUNKS} has {len(chunks)} chunks, the manifest says {expected}."
             )
-        return Generation(self.root, name, manifest, chunks, files)
-
-    def load_verified(self, name: str | None = None) -> Any:
-        """The generation `name` (default: the published one) with every byte of it checked."""
-        gen = self._load(name, verify=True) if name is not None else self.load(verify=True)
-        gen.verify()
-        if gen.format == FORMAT_VERSION:
-            from ragcli.segmented import verify_files
-
-            verify_files(gen)
+        gen = Generation(self.root, name, manifest, chunks, files)
+        gen.faiss_index()  # read now: a pruning writer cannot pull it from under a reader later
         return gen
 
-    def verify(self) -> list[dict[str, Any]]:
-        """Check every generation's checksums. Returns one row per generation with 'ok' and 'error'."""
-        rows = []
-        current = self.current_name()
-        for name in self.generations():
+    def load_verified(self, name: str | None = None) -> Any:
+        """The generation `name` (default: the published one) with every byte of it checked. A published
+        generation pruned while it is checked is not damaged: the one CURRENT names then is checked."""
+        for _attempt in range(LOAD_RETRIES):
+            gen = self._load(name, verify=True) if name is not None else self.load(verify=True)
             try:
-                gen = self.load_verified(name)
-                rows.append({"generation": name, "current": name == current, "ok": True, "error": None,
-                             "chunks": gen.chunk_count})
+                gen.verify()
+                if gen.format == FORMAT_VERSION:
+                    from ragcli.segmented import verify_files
+
+                    verify_files(gen)
+                return gen
+            except (FileNotFoundError, IndexCorruptedError):
                 gen.close()
-            except (IndexCorruptedError, FileNotFoundError) as exc:
-                rows.append({"generation": name, "current": name == current, "ok": False, "error": str(exc),
-                             "chunks": None})
-        return rows
+                if not self._gone(gen.name):
+                    raise
+                if name is not None:
+                    raise GenerationGoneError(f"{self.root / name} was pruned by a writer while being checked; "
+                                              "run the command again.") from None
+        raise GenerationGoneError(f"The index in {self.root} was republished {LOAD_RETRIES} times while being "
+                                  "checked; nothing is damaged. Run the command again.")
+
+    def verify(self) -> list[dict[str, Any]]:
+        """Check every generation's checksums. Returns one row per generation with 'ok' and 'error'.
+        A generation a writer prunes while this runs is left out (it is gone, not damaged)."""
+        rows: dict[str, dict[str, Any]] = {}
+        for _round in range(3):
+            for name in self.generations():
+                if name in rows:
+                    continue
+                try:
+                    gen = self.load_verified(name)
+                    rows[name] = {"generation": name, "ok": True, "error": None, "chunks": gen.chunk_count}
+                    gen.close()
+                except GenerationGoneError:
+                    continue
+                except (IndexCorruptedError, FileNotFoundError) as exc:
+                    if self._gone(name):
+                        continue
+                    rows[name] = {"generation": name, "ok": False, "error": str(exc), "chunks": None}
+            current = self.current_name()
+            if current is None or current in rows or not (self.root / current).is_dir():
+                break  # else a writer published while this ran: check the new one too
+        kept = set(self.generations())
+        return [{"generation": n, "current": n == current, **{k: v for k, v in r.items() if k != "generation"}}
+                for n, r in sorted(rows.items()) if n in kept]
 
     # -- writing ---------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -136,3 +136,115 @@ def test_verify_fails_when_a_kept_generation_is_damaged(cli, model_env, tmp_path
     assert "gen-000001: CORRUPTED" in verify.stdout and "gen-000002 (current): ok" in verify.stdout
     line = " ".join(verify.stderr.split())
     assert "gen-000001" in line and "current generation gen-000002 is whole" in line
+
+
+# -- 3. readers racing publishes and prunes --------------------------------------------------------
+def _edit(docs: Path, n: int) -> None:
+    (docs / "c.md").write_text(f"# Gamma {n}\n\nGamma fuses keyword and dense scores, revision {n}.\n")
+
+
+@pytest.fixture
+def racing(settings, tmp_path):
+    """An index with two generations, and `publish()`: one more ingest (which prunes the oldest)."""
+    from ragcli.ingest import ingest
+    from ragcli.models import load_embedder
+
+    embedder = load_embedder(settings)
+    docs = write_tree(tmp_path / "docs", GOOD)
+    count = [0]
+
+    def publish() -> str:
+        count[0] += 1
+        _edit(docs, count[0])
+        report = ingest([docs], settings, wait=True, embedder=embedder)
+        assert report.published and not report.failed
+        return str(report.generation)
+
+    publish()
+    publish()
+    return settings, publish, embedder
+
+
+def test_a_generation_pruned_after_it_was_opened_is_checked_and_described_not_corrupted(racing, monkeypatch):
+    """`status --verify` and `status` (verify_current, describe) on a reader that opened gen-000002,
+    while two publishes prune it: the check moves to the published generation; nothing says corrupted."""
+    import ragcli.segmented
+    from ragcli.targets.local import LocalTarget
+
+    settings, publish, _ = racing
+    real_open = ragcli.segmented.open_generation
+    raced = []
+
+    def open_then_prune(root, name, manifest):
+        gen = real_open(root, name, manifest)
+        if not raced:  # right after the first open: two writers publish, the second prunes `name`
+            raced.append(name)
+            publish(), publish()
+        return gen
+
+    monkeypatch.setattr(ragcli.segmented, "open_generation", open_then_prune)
+    target = LocalTarget(settings)
+    target.open()
+    assert raced == ["gen-000002"] and not (settings.index_dir / "gen-000002").exists()
+    hits = target.search("bm25", 2, text="nightly ingest job")  # the pinned files still answer
+    assert hits and hits[0].file == "b.md"
+    assert target.describe()["size_bytes"] > 0
+    raced.clear()
+    target.verify_current()  # checks gen-000004, not the pruned gen-000003
+    rows = target.verify()
+    assert [(r["generation"], r["ok"]) for r in rows] == [("gen-000005", True), ("gen-000006", True)]
+
+
+@pytest.mark.slow
+def test_readers_racing_publishes_and_prunes_never_fail(racing):
+    """Hundreds of reads (open, dense, bm25, chunk rows, and now and then a full check) against a writer
+    publishing and pruning generations: zero errors, never a corruption message."""
+    import threading
+
+    from ragcli.targets.local import LocalTarget
+
+    settings, publish, embedder = racing
+    vector = embedder.embed_query("nightly ingest job")
+    stop = threading.Event()
+    errors: list[str] = []
+    reads = [0, 0]
+    seen: set[str] = set()
+
+    def reader(slot: int) -> None:
+        while reads[slot] < 100 or (not stop.is_set() and reads[slot] < 600):
+            try:
+                target = LocalTarget(settings)
+                info = target.open()
+                seen.add(info.name)
+                dense = target.search("dense", 3, vector=vector)
+                bm25 = target.search("bm25", 3, text="nightly ingest job")
+                assert len(dense) == 3 and bm25[0].file == "b.md"
+                assert {c.file for c in target.chunks()} == {"a.md", "b.md", "c.md"}
+                if reads[slot] % 7 == slot:
+                    target.verify_current()
+                    target.describe()
+                target._generation().close()
+            except Exception as exc:  # noqa: BLE001 - every failure is the test's finding
+                errors.append(f"{type(exc).__name__}: {exc}")
+            reads[slot] += 1
+
+    def writer() -> None:
+        try:
+            for _ in range(8):
+                publish()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"writer: {type(exc).__name__}: {exc}")
+        finally:
+            stop.set()
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(2)] + [threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors[:5]
+    assert sum(reads) >= 200
+    assert len(seen) >= 2  # the readers did see generations change under them
+    assert not any("corrupt" in e.lower() for e in errors)
+    names = sorted(p.name for p in settings.index_dir.iterdir() if p.name.startswith("gen-"))
+    assert names == ["gen-000009", "gen-000010"]
