@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ragcli.errors import ConfigError, DocumentError, EmptyDocumentError, NoDocumentsError
+from ragcli.errors import ConfigError, DocumentError, EmptyDocumentError, NoDocumentsError, permission_advice
 
 if TYPE_CHECKING:  # pragma: no cover
     import zipfile
@@ -165,6 +165,9 @@ def _walk(root: Path) -> list[SourceFile]:
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
+        except PermissionError as exc:
+            raise DocumentError(folder, f"cannot list folder: permission denied. "
+                                        f"{permission_advice(folder, 'list', True)}") from exc
         except OSError as exc:
             raise DocumentError(folder, f"cannot list folder: {exc.strerror or exc}") from exc
         for entry in entries:
@@ -305,6 +308,8 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
         fd = os.open(path, flags)
     except FileNotFoundError as exc:
         raise DocumentError(path, f"cannot read file: it no longer exists ({exc.strerror})") from exc
+    except PermissionError as exc:
+        raise DocumentError(path, f"cannot read file: permission denied. {permission_advice(path)}") from exc
     except OSError as exc:
         raise DocumentError(path, f"cannot read file: {exc.strerror or exc}") from exc
     try:

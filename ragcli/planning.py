@@ -289,6 +289,11 @@ class _Planner:
         old = self.prior.get(src.relpath)
         try:
             sha = sha256_file(src.path)
+        except PermissionError:
+            from ragcli.errors import permission_advice
+
+            self.fail(src.relpath, f"cannot read: permission denied. {permission_advice(src.path)}", old)
+            return
         except OSError as exc:
             self.fail(src.relpath, f"cannot read: {exc.strerror or exc}", old)
             return

@@ -47,6 +47,7 @@ from ragcli.errors import (
     IndexLockedError,
     IndexNotFoundError,
     IndexWriteError,
+    PermissionDeniedError,
 )
 from ragcli.types import Chunk, ManifestFields, sha256_file
 
@@ -274,6 +275,8 @@ class LocalIndex:
             name = (self.root / "CURRENT").read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        except PermissionError as exc:
+            raise PermissionDeniedError.from_os_error(exc) from None
         except OSError as exc:
             raise IndexCorruptedError(f"Index corrupted: cannot read {self.root / 'CURRENT'} ({exc}).") from None
         if not name.startswith("gen-") or "/" in name or "\\" in name:
@@ -304,6 +307,8 @@ class LocalIndex:
                 raise IndexNotFoundError(f"No index in {self.root}. Run: ragcli ingest <paths>")
             try:
                 return self._load(current, verify=verify)
+            except PermissionError as exc:  # not damage: the file is there but not readable by this user
+                raise PermissionDeniedError.from_os_error(exc) from None
             except (FileNotFoundError, NotADirectoryError, IndexCorruptedError):
                 if not self._gone(current):
                     raise
@@ -391,7 +396,10 @@ class LocalIndex:
         """The generation `name` (default: the published one) with every byte of it checked. A published
         generation pruned while it is checked is not damaged: the one CURRENT names then is checked."""
         for _attempt in range(LOAD_RETRIES):
-            gen = self._load(name, verify=True) if name is not None else self.load(verify=True)
+            try:
+                gen = self._load(name, verify=True) if name is not None else self.load(verify=True)
+            except PermissionError as exc:
+                raise PermissionDeniedError.from_os_error(exc) from None
             try:
                 gen.verify()
                 if gen.format == FORMAT_VERSION:
@@ -399,6 +407,9 @@ class LocalIndex:
 
                     verify_files(gen)
                 return gen
+            except PermissionError as exc:
+                gen.close()
+                raise PermissionDeniedError.from_os_error(exc) from None
             except (FileNotFoundError, IndexCorruptedError):
                 gen.close()
                 if not self._gone(gen.name):

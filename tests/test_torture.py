@@ -248,3 +248,126 @@ def test_readers_racing_publishes_and_prunes_never_fail(racing):
     assert not any("corrupt" in e.lower() for e in errors)
     names = sorted(p.name for p in settings.index_dir.iterdir() if p.name.startswith("gen-"))
     assert names == ["gen-000009", "gen-000010"]
+
+
+# -- 5. unreadable files ---------------------------------------------------------------------------
+@pytest.fixture
+def unreadable(monkeypatch):
+    """`unreadable(path)`: make a file or folder unreadable to ragcli. chmod 000 where that works; as
+    root (where chmod does not stop reads) every open of it in this process raises PermissionError
+    instead, through os.open, open and io.open, which every reader of ragcli goes through (sqlite is
+    probed with os.open first)."""
+    import builtins
+    import io
+
+    made: list[tuple[Path, int]] = []
+    denied: set[str] = set()
+
+    def deny(path: Path) -> None:
+        path = Path(path)
+        made.append((path, path.stat().st_mode))
+        path.chmod(0)
+        try:
+            if path.is_dir():
+                os.listdir(path)
+            else:
+                with open(path, "rb"):
+                    pass
+        except PermissionError:
+            return  # chmod is enough
+        if not denied:
+            real_os_open, real_open = os.open, builtins.open
+
+            def blocked(file: object) -> bool:
+                try:
+                    return isinstance(file, (str, bytes, os.PathLike)) and os.path.realpath(file) in denied
+                except (TypeError, ValueError):
+                    return False
+
+            def os_open(file, flags, *args, **kwargs):
+                if blocked(file):
+                    raise PermissionError(13, "Permission denied", str(file))
+                return real_os_open(file, flags, *args, **kwargs)
+
+            def py_open(file, *args, **kwargs):
+                if blocked(file):
+                    raise PermissionError(13, "Permission denied", str(file))
+                return real_open(file, *args, **kwargs)
+
+            real_scandir = os.scandir
+
+            def scandir(path="."):
+                if blocked(path):
+                    raise PermissionError(13, "Permission denied", str(path))
+                return real_scandir(path)
+
+            monkeypatch.setattr(os, "open", os_open)
+            monkeypatch.setattr(builtins, "open", py_open)
+            monkeypatch.setattr(io, "open", py_open)
+            monkeypatch.setattr(os, "scandir", scandir)
+        denied.add(os.path.realpath(path))
+
+    yield deny
+    for path, mode in reversed(made):
+        path.chmod(mode)
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Internal error" not in result.output and "Traceback" not in result.output
+    return " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize("which", ["chunks.sqlite", "files.json", "manifest.json", "segment.json", "vectors.f32",
+                                   "CURRENT"])
+def test_an_unreadable_index_file_is_named_with_the_permission(cli, model_env, tmp_path, unreadable, which):
+    docs = write_tree(tmp_path / "docs", GOOD)
+    assert cli("ingest", docs).exit_code == 0
+    index = Path("ragcli-index").resolve()
+    gen = index / "gen-000001"
+    manifest = json.loads((gen / "manifest.json").read_text())
+    segment = index / "segments" / manifest["segments"][0]["name"]
+    path = {"CURRENT": index / "CURRENT", "files.json": gen / "files.json", "manifest.json": gen / "manifest.json"}.get(
+        which, segment / which)
+    unreadable(path)
+    for args in (("query", "nightly ingest job", "--context", "--json"), ("status", "--verify"), ("index", "verify")):
+        line = _one_line_error(cli(*args))
+        assert "Permission denied" in line and str(path) in line, (args, line)
+        assert "read" in line and "chmod u+r" in line, line
+        assert "corrupted" not in line.lower(), line
+
+
+def test_an_unreadable_input_document_is_named_and_skipped(cli, model_env, tmp_path, unreadable):
+    docs = write_tree(tmp_path / "docs", {**GOOD, "secret.md": "# Secret\n\nNot for this user.\n"})
+    unreadable(docs / "secret.md")
+    result = cli("ingest", docs, "--json")
+    assert result.exit_code == 1 and "Internal error" not in result.output
+    files = {f["file"]: f for f in result.json()["files"]}
+    assert files["a.md"]["status"] == "added" and files["b.md"]["status"] == "added"
+    assert files["secret.md"]["status"] == "failed"
+    assert "permission denied" in files["secret.md"]["reason"] and "chmod u+r" in files["secret.md"]["reason"]
+
+
+def test_an_unreadable_model_file_is_named_not_a_redownload(cli, models_dir, tmp_path, unreadable, monkeypatch):
+    import shutil
+
+    from conftest import EMBED
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models, symlinks=True)
+    monkeypatch.setenv("RAGCLI_MODELS_DIR", str(models))
+    monkeypatch.setenv("RAGCLI_EMBED_MODEL", EMBED)
+    from ragcli import models as model_module
+
+    model_module._load_embedder.cache_clear()  # loaded from the shared folder by earlier tests
+    configs = [p for p in models.rglob("config.json") if "embed" in str(p) and "other" not in str(p)]
+    assert configs
+    target = Path(os.path.realpath(configs[0]))
+    unreadable(target)
+    docs = write_tree(tmp_path / "docs", GOOD)
+    try:
+        line = _one_line_error(cli("ingest", docs))
+    finally:
+        model_module._load_embedder.cache_clear()
+    assert "Permission denied" in line and str(target) in line and "chmod u+r" in line, line
+    assert "download-model" not in line
