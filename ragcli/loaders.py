@@ -166,7 +166,7 @@ def _walk(root: Path) -> list[SourceFile]:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except PermissionError as exc:
-            raise DocumentError(folder, f"cannot list folder: permission denied. "
+            raise DocumentError(folder, f"cannot list folder: Permission denied. "
                                         f"{permission_advice(folder, 'list', True)}") from exc
         except OSError as exc:
             raise DocumentError(folder, f"cannot list folder: {exc.strerror or exc}") from exc
@@ -309,7 +309,7 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
     except FileNotFoundError as exc:
         raise DocumentError(path, f"cannot read file: it no longer exists ({exc.strerror})") from exc
     except PermissionError as exc:
-        raise DocumentError(path, f"cannot read file: permission denied. {permission_advice(path)}") from exc
+        raise DocumentError(path, f"cannot read file: Permission denied. {permission_advice(path)}") from exc
     except OSError as exc:
         raise DocumentError(path, f"cannot read file: {exc.strerror or exc}") from exc
     try:

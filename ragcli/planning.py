@@ -292,7 +292,7 @@ class _Planner:
         except PermissionError:
             from ragcli.errors import permission_advice
 
-            self.fail(src.relpath, f"cannot read: permission denied. {permission_advice(src.path)}", old)
+            self.fail(src.relpath, f"cannot read: Permission denied. {permission_advice(src.path)}", old)
             return
         except OSError as exc:
             self.fail(src.relpath, f"cannot read: {exc.strerror or exc}", old)

@@ -345,7 +345,7 @@ def test_an_unreadable_input_document_is_named_and_skipped(cli, model_env, tmp_p
     files = {f["file"]: f for f in result.json()["files"]}
     assert files["a.md"]["status"] == "added" and files["b.md"]["status"] == "added"
     assert files["secret.md"]["status"] == "failed"
-    assert "permission denied" in files["secret.md"]["reason"] and "chmod u+r" in files["secret.md"]["reason"]
+    assert "Permission denied" in files["secret.md"]["reason"] and "chmod u+r" in files["secret.md"]["reason"]
 
 
 def test_an_unreadable_model_file_is_named_not_a_redownload(cli, models_dir, tmp_path, unreadable, monkeypatch):
