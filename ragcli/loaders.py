@@ -79,6 +79,21 @@ class LoaderLimits:
 
 
 DEFAULT_LIMITS = LoaderLimits()
+# How a user raises the caps (settings of ragcli.config; named in the reasons that refuse a file)
+FILE_CAP_SETTING = "RAGCLI_MAX_FILE_MB"
+PART_CAP_SETTING = "RAGCLI_MAX_DOCX_PART_MB"
+
+
+def limits_for(max_file_mb: int, max_docx_part_mb: int) -> LoaderLimits:
+    """Loader limits with the file and .docx part caps of the settings (all parts together may hold four
+    parts' worth, and at least the default 200 MiB)."""
+    part = max_docx_part_mb * _MIB
+    return LoaderLimits(max_file_bytes=max_file_mb * _MIB, max_docx_part_bytes=part,
+                        max_docx_total_bytes=max(DEFAULT_LIMITS.max_docx_total_bytes, 4 * part))
+
+
+def _raise_cap(setting: str, limit: int) -> str:
+    return f"if the document is genuine, raise the cap: {setting}={limit // _MIB * 2} (MiB; now {limit // _MIB})"
 
 
 @dataclass(frozen=True)
@@ -338,7 +353,7 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
 
 def _too_big_reason(size: int | None, limit: int) -> str:
     shown = f"{size:,} bytes" if size is not None else "it grew while being read"
-    return f"file too large ({shown}; limit {limit:,} bytes); split it or raise the limit"
+    return f"file too large ({shown}; limit {limit:,} bytes); split it, or {_raise_cap(FILE_CAP_SETTING, limit)}"
 
 
 # ----------------------------------------------------------------------------------------------- .docx
@@ -453,7 +468,8 @@ def _check_declared_sizes(path: Path, infos: list[zipfile.ZipInfo], limits: Load
             raise DocumentError(
                 path,
                 f"too large when decompressed ({info.filename} declares {info.file_size:,} bytes; "
-                f"limit {limits.max_docx_part_bytes:,} bytes per part); possible zip bomb",
+                f"limit {limits.max_docx_part_bytes:,} bytes per part); possible zip bomb; "
+                f"{_raise_cap(PART_CAP_SETTING, limits.max_docx_part_bytes)}",
             )
         total += info.file_size
     if total > limits.max_docx_total_bytes:
@@ -503,7 +519,8 @@ def _check_part(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: 
                     raise DocumentError(
                         path,
                         f"too large when decompressed ({info.filename} exceeds the limit of {part_cap:,} bytes "
-                        f"per part; it declared {info.file_size:,}); possible zip bomb",
+                        f"per part; it declared {info.file_size:,}); possible zip bomb; "
+                        f"{_raise_cap(PART_CAP_SETTING, part_cap)}",
                     )
                 if size > total_left:
                     raise DocumentError(

@@ -303,7 +303,7 @@ class _Planner:
             self.report.files.append(FileResult(src.relpath, "unchanged", chunks=int(old.get("chunks") or 0)))
             return
         try:
-            text = load_text(src.path, encoding=self.encoding)
+            text = load_text(src.path, encoding=self.encoding, limits=self.limits())
         except EmptyDocumentError as exc:
             self.report.files.append(FileResult(src.relpath, "skipped", reason=exc.reason))
             self.changed = self.changed or bool(old)
@@ -311,11 +311,22 @@ class _Planner:
         except DocumentError as exc:
             self.fail(src.relpath, exc.reason, old)
             return
-        chunks = self.add_chunks(src.relpath, self.split(text, split_settings))
+        try:
+            pieces = self.split(text, split_settings)
+        except (TimeoutError, RecursionError) as exc:  # this file only: the others are still indexed
+            self.fail(src.relpath, f"cannot be split into chunks ({type(exc).__name__}: {str(exc)[:160]}); "
+                                   "split the document into smaller files", old)
+            return
+        chunks = self.add_chunks(src.relpath, pieces)
         self.files[src.relpath] = {"sha256": sha, "bytes": src.path.stat().st_size, "root": str(src.root),
                                    "status": "ok", "chunks": len(chunks), "tokens": sum(c.tokens for c in chunks)}
         self.report.files.append(FileResult(src.relpath, "changed" if old else "added", chunks=len(chunks)))
         self.changed = True
+
+    def limits(self) -> Any:
+        from ragcli.loaders import limits_for
+
+        return limits_for(self.settings.max_file_mb, self.settings.max_docx_part_mb)
 
     def split(self, text: str, split_settings: SplitterSettings) -> list[str]:
         if self.splitter is None:
