@@ -38,7 +38,7 @@ import codecs
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -107,6 +107,7 @@ class SourceFile:
     path: Path  # absolute path (symlinks inside the root are not resolved, so it names what the user sees)
     root: Path  # the argument it was found under: the folder, or the file's parent for a file argument
     relpath: str
+    real: str | None = field(default=None, compare=False)  # os.path.realpath(path) when known without asking
 
 
 # --------------------------------------------------------------------------------------------- discover
@@ -164,6 +165,7 @@ def _walk(root: Path) -> list[SourceFile]:
     """
     root_real = os.path.realpath(root)
     found: list[SourceFile] = []
+    saw_link = False  # without a symlink below the root, a file's real path is the root's plus its name
     visited = {root_real}
     stack: list[tuple[str, str]] = [(str(root), "")]
     # Symlinked folders are walked only after every real one, so a folder reached both ways is listed under
@@ -193,6 +195,7 @@ def _walk(root: Path) -> list[SourceFile]:
             try:
                 is_link = entry.is_symlink()
                 if is_link:
+                    saw_link = True
                     target = os.path.realpath(entry.path)
                     if not os.path.exists(target) or not _inside(target, root_real):
                         continue
@@ -209,6 +212,10 @@ def _walk(root: Path) -> list[SourceFile]:
                     stack.append((entry.path, f"{rel}/"))
             elif is_file and _is_supported(name) and not _is_word_owner_file(name):
                 found.append(SourceFile(path=Path(entry.path), root=root, relpath=rel))
+    if not saw_link:  # every file reached once, under its own name: no real path to compare
+        return sorted((SourceFile(path=f.path, root=f.root, relpath=f.relpath,
+                                  real=os.path.join(root_real, *f.relpath.split("/"))) for f in found),
+                      key=lambda f: f.relpath)
     # A file reached through a symlink and under its own name is listed once, under its own name.
     unique: dict[str, SourceFile] = {}
     for source in sorted(found, key=lambda f: f.relpath):
@@ -256,7 +263,7 @@ def discover(paths: list[Path]) -> list[SourceFile]:
         else:
             raise DocumentError(path, "not a regular file or folder")
         for source in candidates:
-            real = os.path.realpath(source.path)
+            real = source.real or os.path.realpath(source.path)
             if real not in seen:
                 seen[real] = len(results)
                 results.append(source)

@@ -380,7 +380,7 @@ class _Planner:
 
     def remove_missing(self, sources: list[SourceFile], folder_args: set[str]) -> None:
         """Files held before under an ingested folder but gone now are removed; others are kept."""
-        ingested_now = {os.path.realpath(src.path) for src in sources}
+        ingested_now = {src.real or os.path.realpath(src.path) for src in sources}
         reported = {f.file for f in self.report.files}
         for relpath, old in self.prior.items():
             if relpath in self.files or relpath in reported:

@@ -48,6 +48,7 @@ FILES = "files.json"
 DEAD = "dead.json"
 MANIFEST = "manifest.json"
 SEGMENT_ROWS = 1 << 18  # rows per segment written (a file's chunks are never split across segments)
+ADD_BATCH = 4096  # rows handed to the segment writer at once
 MAX_SEGMENTS = 8
 DEAD_FRACTION = 0.3
 _HINT = "Run: ragcli index rollback, or ragcli ingest --rebuild <paths>"
@@ -289,25 +290,42 @@ class _Output:
         self.after_step = after_step
         self.records: list[dict[str, Any]] = []
         self.writer: SegmentWriter | None = None
+        self.pending: list[tuple[list[Chunk], np.ndarray]] = []  # files not yet handed to the writer
+        self.pending_rows = 0
         self.name = ""
         self.tmp: Path | None = None
 
     def add_file(self, chunks: list[Chunk], vectors: np.ndarray) -> tuple[str, int]:
-        """Append one file's chunks; returns (segment name, first row)."""
-        if self.writer is not None and self.writer.rows and self.writer.rows + len(chunks) > SEGMENT_ROWS:
+        """Append one file's chunks; returns (segment name, first row). Files are handed to the segment
+        writer in batches of about `ADD_BATCH` rows (one table insert and one postings count per batch,
+        not per file: what ingesting many tiny files costs)."""
+        rows = self.writer.rows + self.pending_rows if self.writer is not None else 0
+        if self.writer is not None and rows and rows + len(chunks) > SEGMENT_ROWS:
             self.close_segment()
+            rows = 0
         if self.writer is None:
             self.name = f"seg-{uuid.uuid4().hex[:12]}"
             self.tmp = self.root / f"tmp-{self.name}"
             self.writer = SegmentWriter(self.tmp, self.dim, self.index_type)
-        row = self.writer.rows
         if chunks:
-            self.writer.add(chunks, vectors)
-        return self.name, row
+            self.pending.append((chunks, vectors))
+            self.pending_rows += len(chunks)
+            if self.pending_rows >= ADD_BATCH:
+                self._add_pending()
+        return self.name, rows
+
+    def _add_pending(self) -> None:
+        import numpy as np
+
+        if self.writer is not None and self.pending:
+            self.writer.add([c for chunks, _ in self.pending for c in chunks],
+                            np.concatenate([v for _, v in self.pending]))
+        self.pending, self.pending_rows = [], 0
 
     def close_segment(self) -> None:
         if self.writer is None:
             return
+        self._add_pending()
         record = self.writer.finish()
         assert self.tmp is not None
         record["name"] = self.name

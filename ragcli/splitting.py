@@ -155,6 +155,12 @@ class Splitter:
         return chunks
 
     def _split_prose(self, text: str) -> list[str]:
+        if self._semantic is None and len(text) <= 16 * self.settings.max_chunk_tokens:
+            # A short text within the cap is what the sentence splitter would return as it is (stripped):
+            # say so without its per-call set-up, which dominates ingesting many tiny files.
+            if len(self.embedder.token_ids(text)) <= self.settings.max_chunk_tokens:
+                piece = text.strip()
+                return self._enforce_cap(piece) if piece else []
         if self._semantic is None:
             pieces = self._capper.split_text(text)
         else:
