@@ -62,11 +62,24 @@ def ingest_child(docs: Path, index_dir: Path, splitter: str) -> dict:
     import sys
     import time
 
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "ragcli", "ingest", str(docs), "--json", "--index-dir", str(index_dir),
-                           "--splitter", splitter], capture_output=True, text=True, env=dict(os.environ))
-    seconds = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    import tempfile
+
+    # The peak RSS is taken by a wrapper process of the ingest alone: this process's own RUSAGE_CHILDREN
+    # would include every child it ever waited for (a test suite's other subprocesses).
+    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+               "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+               "sys.exit(rc)")
+    with tempfile.TemporaryDirectory() as scratch:
+        rss_file = os.path.join(scratch, "maxrss")
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", wrapper, rss_file, sys.executable, "-m", "ragcli", "ingest",
+                               str(docs), "--json", "--index-dir", str(index_dir), "--splitter", splitter],
+                              capture_output=True, text=True, env=dict(os.environ))
+        seconds = time.perf_counter() - started
+        try:
+            peak_kb = int(open(rss_file).read())
+        except (OSError, ValueError):
+            peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     try:
         report = json.loads(done.stdout)
     except ValueError:
