@@ -81,6 +81,10 @@ class Settings:
     semantic_vectors: str = "window"
     max_chunk_tokens: int = 256
     embed_batch_size: int = 32
+    # Loader caps (ragcli.loaders.LoaderLimits): the largest input file, and the largest part of a .docx
+    # once decompressed (its word/document.xml), in MiB
+    max_file_mb: int = 50
+    max_docx_part_mb: int = 50
     index_type: str | None = None  # None: keep the index's own type (flat for a new index)
     # Retrieval and generation
     top_k: int = 4
@@ -209,6 +213,8 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "semantic_vectors": (("RAGCLI_SEMANTIC_VECTORS",), _parser_choice(SEMANTIC_VECTORS)),
     "max_chunk_tokens": (("RAGCLI_MAX_CHUNK_TOKENS",), _parser_int(16, 8192)),
     "embed_batch_size": (("RAGCLI_EMBED_BATCH_SIZE",), _parser_int(1, 4096)),
+    "max_file_mb": (("RAGCLI_MAX_FILE_MB",), _parser_int(1, 4096)),
+    "max_docx_part_mb": (("RAGCLI_MAX_DOCX_PART_MB",), _parser_int(1, 4096)),
     "index_type": (("RAGCLI_INDEX_TYPE",), _parser_choice(INDEX_TYPES)),
     "top_k": (("RAGCLI_TOP_K",), _parser_int(1, 1000)),
     "mode": (("RAGCLI_MODE",), _parser_choice(MODES)),

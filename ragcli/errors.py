@@ -50,6 +50,13 @@ class IndexCorruptedError(RagcliError):
     """An index file is missing, truncated or does not match its recorded checksum."""
 
 
+class GenerationGoneError(RagcliError):
+    """Internal to the local index: the generation a reader resolved from CURRENT was pruned by a writer
+    before the reader pinned its files. `LocalIndex.load` reads CURRENT again and retries; it reaches a
+    user only if a writer keeps publishing faster than the reader can open (then the advice is to retry),
+    and it is never reported as corruption: nothing is damaged."""
+
+
 class IndexModelMismatchError(RagcliError):
     """The index was built with another embedding model (or dimension)."""
 
@@ -60,6 +67,37 @@ class IndexWriteError(RagcliError):
 
 class IndexLockedError(RagcliError):
     """Another process is writing to the index."""
+
+
+class PermissionDeniedError(RagcliError):
+    """A file or folder ragcli must read (or write) is not permitted to the user running it: an index
+    file, an input document, a model folder. The message names the path, the permission missing and
+    how to grant it; it is never reported as corruption or as a bug."""
+
+    def __init__(self, path: object, action: str = "read", *, is_dir: bool = False) -> None:
+        self.path = str(path)
+        self.action = action
+        super().__init__(f"Permission denied: ragcli cannot {action} {self.path}. {permission_advice(path, action, is_dir)}")
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, action: str = "read") -> PermissionDeniedError:
+        import os
+
+        path = exc.filename if exc.filename is not None else "a file"
+        is_dir = isinstance(path, (str, bytes, os.PathLike)) and os.path.isdir(path)
+        return cls(path, action, is_dir=is_dir)
+
+
+def permission_advice(path: object, action: str = "read", is_dir: bool = False) -> str:
+    """What to do about a permission ragcli lacks on `path` (one sentence)."""
+    if action == "read":
+        need, mode = ("read and search (r-x)", "u+rx") if is_dir else ("read (r)", "u+r")
+    elif action == "list":
+        need, mode = "read and search (r-x)", "u+rx"
+    else:
+        need, mode = "write (w)", "u+w"
+    return (f"It needs {need} permission for the user running ragcli: grant it (e.g. chmod {mode} '{path}', "
+            "or chown it to that user) or run ragcli as the file's owner.")
 
 
 class NoDocumentsError(RagcliError):

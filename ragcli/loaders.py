@@ -38,11 +38,11 @@ import codecs
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ragcli.errors import ConfigError, DocumentError, EmptyDocumentError, NoDocumentsError
+from ragcli.errors import ConfigError, DocumentError, EmptyDocumentError, NoDocumentsError, permission_advice
 
 if TYPE_CHECKING:  # pragma: no cover
     import zipfile
@@ -79,6 +79,21 @@ class LoaderLimits:
 
 
 DEFAULT_LIMITS = LoaderLimits()
+# How a user raises the caps (settings of ragcli.config; named in the reasons that refuse a file)
+FILE_CAP_SETTING = "RAGCLI_MAX_FILE_MB"
+PART_CAP_SETTING = "RAGCLI_MAX_DOCX_PART_MB"
+
+
+def limits_for(max_file_mb: int, max_docx_part_mb: int) -> LoaderLimits:
+    """Loader limits with the file and .docx part caps of the settings (all parts together may hold four
+    parts' worth, and at least the default 200 MiB)."""
+    part = max_docx_part_mb * _MIB
+    return LoaderLimits(max_file_bytes=max_file_mb * _MIB, max_docx_part_bytes=part,
+                        max_docx_total_bytes=max(DEFAULT_LIMITS.max_docx_total_bytes, 4 * part))
+
+
+def _raise_cap(setting: str, limit: int) -> str:
+    return f"if the document is genuine, raise the cap: {setting}={limit // _MIB * 2} (MiB; now {limit // _MIB})"
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ class SourceFile:
     path: Path  # absolute path (symlinks inside the root are not resolved, so it names what the user sees)
     root: Path  # the argument it was found under: the folder, or the file's parent for a file argument
     relpath: str
+    real: str | None = field(default=None, compare=False)  # os.path.realpath(path) when known without asking
 
 
 # --------------------------------------------------------------------------------------------- discover
@@ -100,6 +116,26 @@ class SourceFile:
 def _unsupported_reason(suffix: str) -> str:
     shown = f"'{suffix}'" if suffix else "(no suffix)"
     return f"unsupported file type {shown}: ragcli reads {', '.join(SUPPORTED_SUFFIXES)}"
+
+
+def name_problem(relpath: str) -> str | None:
+    """Why a discovered file cannot be indexed under its name, or None. A name whose bytes are not UTF-8
+    reaches Python as lone surrogates, which no report, chunk table or hash can hold as text."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return ("file name is not valid UTF-8 (its bytes are shown escaped); rename it to UTF-8 "
+                "(e.g. convmv -f latin1 -t utf8 --notest) to index it")
+    return None
+
+
+def printable_name(relpath: str) -> str:
+    """`relpath` with the bytes of a non-UTF-8 name as backslash escapes (b'bad-\\xff.md' -> 'bad-\\\\xff.md')."""
+    try:
+        relpath.encode("utf-8")
+        return relpath
+    except UnicodeEncodeError:
+        return os.fsencode(relpath).decode("utf-8", "backslashreplace")
 
 
 def _is_supported(name: str) -> bool:
@@ -129,6 +165,7 @@ def _walk(root: Path) -> list[SourceFile]:
     """
     root_real = os.path.realpath(root)
     found: list[SourceFile] = []
+    saw_link = False  # without a symlink below the root, a file's real path is the root's plus its name
     visited = {root_real}
     stack: list[tuple[str, str]] = [(str(root), "")]
     # Symlinked folders are walked only after every real one, so a folder reached both ways is listed under
@@ -145,6 +182,9 @@ def _walk(root: Path) -> list[SourceFile]:
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
+        except PermissionError as exc:
+            raise DocumentError(folder, f"cannot list folder: Permission denied. "
+                                        f"{permission_advice(folder, 'list', True)}") from exc
         except OSError as exc:
             raise DocumentError(folder, f"cannot list folder: {exc.strerror or exc}") from exc
         for entry in entries:
@@ -155,6 +195,7 @@ def _walk(root: Path) -> list[SourceFile]:
             try:
                 is_link = entry.is_symlink()
                 if is_link:
+                    saw_link = True
                     target = os.path.realpath(entry.path)
                     if not os.path.exists(target) or not _inside(target, root_real):
                         continue
@@ -171,6 +212,10 @@ def _walk(root: Path) -> list[SourceFile]:
                     stack.append((entry.path, f"{rel}/"))
             elif is_file and _is_supported(name) and not _is_word_owner_file(name):
                 found.append(SourceFile(path=Path(entry.path), root=root, relpath=rel))
+    if not saw_link:  # every file reached once, under its own name: no real path to compare
+        return sorted((SourceFile(path=f.path, root=f.root, relpath=f.relpath,
+                                  real=os.path.join(root_real, *f.relpath.split("/"))) for f in found),
+                      key=lambda f: f.relpath)
     # A file reached through a symlink and under its own name is listed once, under its own name.
     unique: dict[str, SourceFile] = {}
     for source in sorted(found, key=lambda f: f.relpath):
@@ -218,7 +263,7 @@ def discover(paths: list[Path]) -> list[SourceFile]:
         else:
             raise DocumentError(path, "not a regular file or folder")
         for source in candidates:
-            real = os.path.realpath(source.path)
+            real = source.real or os.path.realpath(source.path)
             if real not in seen:
                 seen[real] = len(results)
                 results.append(source)
@@ -285,6 +330,8 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
         fd = os.open(path, flags)
     except FileNotFoundError as exc:
         raise DocumentError(path, f"cannot read file: it no longer exists ({exc.strerror})") from exc
+    except PermissionError as exc:
+        raise DocumentError(path, f"cannot read file: Permission denied. {permission_advice(path)}") from exc
     except OSError as exc:
         raise DocumentError(path, f"cannot read file: {exc.strerror or exc}") from exc
     try:
@@ -313,7 +360,7 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
 
 def _too_big_reason(size: int | None, limit: int) -> str:
     shown = f"{size:,} bytes" if size is not None else "it grew while being read"
-    return f"file too large ({shown}; limit {limit:,} bytes); split it or raise the limit"
+    return f"file too large ({shown}; limit {limit:,} bytes); split it, or {_raise_cap(FILE_CAP_SETTING, limit)}"
 
 
 # ----------------------------------------------------------------------------------------------- .docx
@@ -428,7 +475,8 @@ def _check_declared_sizes(path: Path, infos: list[zipfile.ZipInfo], limits: Load
             raise DocumentError(
                 path,
                 f"too large when decompressed ({info.filename} declares {info.file_size:,} bytes; "
-                f"limit {limits.max_docx_part_bytes:,} bytes per part); possible zip bomb",
+                f"limit {limits.max_docx_part_bytes:,} bytes per part); possible zip bomb; "
+                f"{_raise_cap(PART_CAP_SETTING, limits.max_docx_part_bytes)}",
             )
         total += info.file_size
     if total > limits.max_docx_total_bytes:
@@ -478,7 +526,8 @@ def _check_part(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: 
                     raise DocumentError(
                         path,
                         f"too large when decompressed ({info.filename} exceeds the limit of {part_cap:,} bytes "
-                        f"per part; it declared {info.file_size:,}); possible zip bomb",
+                        f"per part; it declared {info.file_size:,}); possible zip bomb; "
+                        f"{_raise_cap(PART_CAP_SETTING, part_cap)}",
                     )
                 if size > total_left:
                     raise DocumentError(

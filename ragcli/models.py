@@ -194,6 +194,32 @@ def _llama_adapter(embedder: Embedder) -> Any:
     return _RagcliEmbedding(embedder)
 
 
+def check_readable(folder: str | Path) -> None:
+    """Open every file of a model folder once (following the snapshot's links into the blobs), so a
+    file or folder the user may not read is named with the missing permission, instead of a loading
+    error that advises a re-download."""
+    import os
+
+    from ragcli.errors import PermissionDeniedError
+
+    for here, dirs, files in os.walk(folder, followlinks=True, onerror=_raise_denied):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            try:
+                os.close(os.open(os.path.join(here, name), os.O_RDONLY))
+            except PermissionError as exc:
+                raise PermissionDeniedError.from_os_error(exc) from None
+            except OSError:  # a broken link or the like: the loader names what it misses
+                continue
+
+
+def _raise_denied(exc: OSError) -> None:
+    from ragcli.errors import PermissionDeniedError
+
+    if isinstance(exc, PermissionError):
+        raise PermissionDeniedError(exc.filename, "read", is_dir=True) from None
+
+
 @functools.lru_cache(maxsize=4)
 def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> Embedder:
     _quiet_libraries()
@@ -201,6 +227,7 @@ def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> 
     from transformers import AutoTokenizer
 
     query_instruction, text_instruction = instructions_for(model_id)
+    check_readable(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         hf = HuggingFaceEmbedding(
@@ -443,6 +470,7 @@ def _load_generator(path: str, model_id: str, revision: str, max_new_tokens: int
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    check_readable(path)
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -280,11 +280,20 @@ class _Planner:
         return self.finish(split_settings)
 
     def plan_file(self, src: SourceFile, split_settings: SplitterSettings, same_splitter: bool) -> None:
-        from ragcli.loaders import load_text
+        from ragcli.loaders import load_text, name_problem, printable_name
 
+        problem = name_problem(src.relpath)
+        if problem:  # named with its bytes escaped, and skipped: the other files are still indexed
+            self.fail(printable_name(src.relpath), problem, None)
+            return
         old = self.prior.get(src.relpath)
         try:
             sha = sha256_file(src.path)
+        except PermissionError:
+            from ragcli.errors import permission_advice
+
+            self.fail(src.relpath, f"cannot read: Permission denied. {permission_advice(src.path)}", old)
+            return
         except OSError as exc:
             self.fail(src.relpath, f"cannot read: {exc.strerror or exc}", old)
             return
@@ -294,7 +303,7 @@ class _Planner:
             self.report.files.append(FileResult(src.relpath, "unchanged", chunks=int(old.get("chunks") or 0)))
             return
         try:
-            text = load_text(src.path, encoding=self.encoding)
+            text = load_text(src.path, encoding=self.encoding, limits=self.limits())
         except EmptyDocumentError as exc:
             self.report.files.append(FileResult(src.relpath, "skipped", reason=exc.reason))
             self.changed = self.changed or bool(old)
@@ -302,11 +311,22 @@ class _Planner:
         except DocumentError as exc:
             self.fail(src.relpath, exc.reason, old)
             return
-        chunks = self.add_chunks(src.relpath, self.split(text, split_settings))
+        try:
+            pieces = self.split(text, split_settings)
+        except (TimeoutError, RecursionError) as exc:  # this file only: the others are still indexed
+            self.fail(src.relpath, f"cannot be split into chunks ({type(exc).__name__}: {str(exc)[:160]}); "
+                                   "split the document into smaller files", old)
+            return
+        chunks = self.add_chunks(src.relpath, pieces)
         self.files[src.relpath] = {"sha256": sha, "bytes": src.path.stat().st_size, "root": str(src.root),
                                    "status": "ok", "chunks": len(chunks), "tokens": sum(c.tokens for c in chunks)}
         self.report.files.append(FileResult(src.relpath, "changed" if old else "added", chunks=len(chunks)))
         self.changed = True
+
+    def limits(self) -> Any:
+        from ragcli.loaders import limits_for
+
+        return limits_for(self.settings.max_file_mb, self.settings.max_docx_part_mb)
 
     def split(self, text: str, split_settings: SplitterSettings) -> list[str]:
         if self.splitter is None:
@@ -360,7 +380,7 @@ class _Planner:
 
     def remove_missing(self, sources: list[SourceFile], folder_args: set[str]) -> None:
         """Files held before under an ingested folder but gone now are removed; others are kept."""
-        ingested_now = {os.path.realpath(src.path) for src in sources}
+        ingested_now = {src.real or os.path.realpath(src.path) for src in sources}
         reported = {f.file for f in self.report.files}
         for relpath, old in self.prior.items():
             if relpath in self.files or relpath in reported:

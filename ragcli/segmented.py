@@ -48,6 +48,7 @@ FILES = "files.json"
 DEAD = "dead.json"
 MANIFEST = "manifest.json"
 SEGMENT_ROWS = 1 << 18  # rows per segment written (a file's chunks are never split across segments)
+ADD_BATCH = 4096  # rows handed to the segment writer at once
 MAX_SEGMENTS = 8
 DEAD_FRACTION = 0.3
 _HINT = "Run: ragcli index rollback, or ragcli ingest --rebuild <paths>"
@@ -92,7 +93,13 @@ class SegmentedGeneration(ManifestFields):
         self.files: dict[str, Any] = json.loads(self._checked(FILES))
         self.dead: dict[str, list[list[int]]] = json.loads(self._checked(DEAD))
         self.records: list[dict[str, Any]] = list(manifest["segments"])
-        self.segments = [Segment.open(root / SEGMENTS / rec["name"], rec) for rec in self.records]
+        self.segments: list[Segment] = []
+        try:
+            for rec in self.records:
+                self.segments.append(Segment.open(root / SEGMENTS / rec["name"], rec))
+        except BaseException:  # (a writer may have pruned this generation: LocalIndex.load retries)
+            self.close()
+            raise
         self.masks = [dead_mask(s.rows, self.dead.get(s.name, [])) for s in self.segments]
         self.by_name = {s.name: s for s in self.segments}
 
@@ -250,9 +257,13 @@ class SegmentedGeneration(ManifestFields):
             seg.verify()
 
     def size_bytes(self) -> int:
-        total = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        """Bytes on disk, from the sizes the manifest and segment records hold (checked when opened), so
+        it still answers after a writer pruned this generation."""
+        total = sum(int(m.get("bytes") or 0) for m in self.manifest["checksums"].values())
+        total += len(json.dumps(self.manifest, indent=1, sort_keys=True).encode("utf-8"))
         for seg in self.segments:
-            total += sum(p.stat().st_size for p in seg.folder.iterdir() if p.is_file())
+            total += sum(int(info["bytes"]) for info in seg.meta["files"].values())
+            total += len(json.dumps(seg.meta, indent=1, sort_keys=True).encode("utf-8"))
         return total
 
     def close(self) -> None:
@@ -279,25 +290,42 @@ class _Output:
         self.after_step = after_step
         self.records: list[dict[str, Any]] = []
         self.writer: SegmentWriter | None = None
+        self.pending: list[tuple[list[Chunk], np.ndarray]] = []  # files not yet handed to the writer
+        self.pending_rows = 0
         self.name = ""
         self.tmp: Path | None = None
 
     def add_file(self, chunks: list[Chunk], vectors: np.ndarray) -> tuple[str, int]:
-        """Append one file's chunks; returns (segment name, first row)."""
-        if self.writer is not None and self.writer.rows and self.writer.rows + len(chunks) > SEGMENT_ROWS:
+        """Append one file's chunks; returns (segment name, first row). Files are handed to the segment
+        writer in batches of about `ADD_BATCH` rows (one table insert and one postings count per batch,
+        not per file: what ingesting many tiny files costs)."""
+        rows = self.writer.rows + self.pending_rows if self.writer is not None else 0
+        if self.writer is not None and rows and rows + len(chunks) > SEGMENT_ROWS:
             self.close_segment()
+            rows = 0
         if self.writer is None:
             self.name = f"seg-{uuid.uuid4().hex[:12]}"
             self.tmp = self.root / f"tmp-{self.name}"
             self.writer = SegmentWriter(self.tmp, self.dim, self.index_type)
-        row = self.writer.rows
         if chunks:
-            self.writer.add(chunks, vectors)
-        return self.name, row
+            self.pending.append((chunks, vectors))
+            self.pending_rows += len(chunks)
+            if self.pending_rows >= ADD_BATCH:
+                self._add_pending()
+        return self.name, rows
+
+    def _add_pending(self) -> None:
+        import numpy as np
+
+        if self.writer is not None and self.pending:
+            self.writer.add([c for chunks, _ in self.pending for c in chunks],
+                            np.concatenate([v for _, v in self.pending]))
+        self.pending, self.pending_rows = [], 0
 
     def close_segment(self) -> None:
         if self.writer is None:
             return
+        self._add_pending()
         record = self.writer.finish()
         assert self.tmp is not None
         record["name"] = self.name

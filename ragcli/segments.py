@@ -402,6 +402,9 @@ class Segment:
 
     def _sql(self) -> sqlite3.Connection:
         if self._db is None:
+            # sqlite reports a file it may not read as "unable to open database file", which would read as
+            # damage: open it once first, so a PermissionError names the file and the permission.
+            os.close(os.open(self.folder / CHUNKS, os.O_RDONLY))
             uri = f"{(self.folder / CHUNKS).resolve().as_uri()}?mode=ro&immutable=1"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         return self._db

@@ -76,6 +76,39 @@ def _segments(text: str) -> Iterator[tuple[bool, str]]:
         yield False, text[pos:]
 
 
+# The longest text handed to the sentence tokenizer or the semantic splitter at once. Their cost and
+# memory grow with what they are given (NLTK's sentence regexes run under a 5 s wall-clock limit over the
+# whole string; the semantic splitter holds a vector per sentence window), so a 40 MB document of
+# paragraphs without a full stop would fail or take gigabytes; cut into blocks first, it is linear.
+PRESPLIT_CHARS = 100_000
+
+
+def presplit(text: str, limit: int = PRESPLIT_CHARS) -> list[str]:
+    """`text` as consecutive blocks of at most `limit` characters, cut at the last paragraph break
+    ("\n\n") in the second half of each window, else the last line break, else the last space, else
+    anywhere. Nothing is lost or added ("".join(blocks) == text); each cut scans at most half a window
+    and advances by at least half a window, so this is linear. A text within the limit is one block, so
+    the chunks of every document up to `limit` characters are exactly as before."""
+    if len(text) <= limit:
+        return [text]
+    blocks = []
+    start, half = 0, limit // 2
+    while len(text) - start > limit:
+        end = start + limit
+        cut = -1
+        for sep in ("\n\n", "\n", " "):
+            cut = text.rfind(sep, start + half, end)
+            if cut > start:
+                cut += len(sep)
+                break
+        if cut <= start:
+            cut = end
+        blocks.append(text[start:cut])
+        start = cut
+    blocks.append(text[start:])
+    return blocks
+
+
 @dataclass
 class SplitStats:
     resplit: int = 0  # semantic chunks over the cap that were split again
@@ -113,14 +146,21 @@ class Splitter:
 
     def split(self, text: str) -> list[str]:
         chunks: list[str] = []
-        for long_run, segment in _segments(text):
-            if long_run:
-                chunks.extend(self._enforce_cap(segment))
-            elif segment.strip():
-                chunks.extend(self._split_prose(segment))
+        for block in presplit(text):
+            for long_run, segment in _segments(block):
+                if long_run:
+                    chunks.extend(self._enforce_cap(segment))
+                elif segment.strip():
+                    chunks.extend(self._split_prose(segment))
         return chunks
 
     def _split_prose(self, text: str) -> list[str]:
+        if self._semantic is None and len(text) <= 16 * self.settings.max_chunk_tokens:
+            # A short text within the cap is what the sentence splitter would return as it is (stripped):
+            # say so without its per-call set-up, which dominates ingesting many tiny files.
+            if len(self.embedder.token_ids(text)) <= self.settings.max_chunk_tokens:
+                piece = text.strip()
+                return self._enforce_cap(piece) if piece else []
         if self._semantic is None:
             pieces = self._capper.split_text(text)
         else:

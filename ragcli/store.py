@@ -7,6 +7,8 @@
       gen-000007/     files.json  dead.json  manifest.json (written last): which segments, which rows are dead
       gen-000006/     the previous generation, kept for rollback
       tmp-<random>/   a generation being written; removed by the next writer if left behind
+      trash-<random>/ a pruned generation or segment, renamed here before it is deleted (so nothing is
+                      ever seen half-deleted); removed by the next writer if a kill left it behind
 
 Every ingest writes its new segments (renamed into place when complete), then a new generation folder
 in a temporary folder, fsyncs it, renames it into place and only then switches CURRENT with
@@ -39,7 +41,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragcli.errors import IndexCorruptedError, IndexLockedError, IndexNotFoundError, IndexWriteError
+from ragcli.errors import (
+    GenerationGoneError,
+    IndexCorruptedError,
+    IndexLockedError,
+    IndexNotFoundError,
+    IndexWriteError,
+    PermissionDeniedError,
+)
 from ragcli.types import Chunk, ManifestFields, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,6 +65,8 @@ FILES = "files.json"
 MANIFEST = "manifest.json"
 BM25_DIR = "bm25"
 KEEP_GENERATIONS = 2  # the published one and the one before it
+LOAD_RETRIES = 20  # a reader re-reads CURRENT this often when writers prune what it resolved
+TRASH = "trash-"  # a generation or segment being deleted (renamed first, so never seen half-deleted)
 
 
 def _after_step(step: str) -> None:
@@ -264,6 +275,8 @@ class LocalIndex:
             name = (self.root / "CURRENT").read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        except PermissionError as exc:
+            raise PermissionDeniedError.from_os_error(exc) from None
         except OSError as exc:
             raise IndexCorruptedError(f"Index corrupted: cannot read {self.root / 'CURRENT'} ({exc}).") from None
         if not name.startswith("gen-") or "/" in name or "\\" in name:
@@ -282,25 +295,39 @@ class LocalIndex:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("gen-"))
 
     def load(self, name: str | None = None, *, verify: bool = True) -> Generation:
-        """The published generation (or `name`), checked against its manifest."""
-        for attempt in range(3):
+        """The published generation (or `name`), checked against its manifest.
+
+        A writer may publish and prune the generation this reader resolved from CURRENT before the reader
+        has opened (pinned) its files. Pruning renames a generation out of the way before deleting anything
+        of it or its segments, so "its folder is gone and CURRENT names another" tells a pruned generation
+        from a damaged one: the reader then reads CURRENT again and retries, and never calls it corrupted."""
+        for attempt in range(LOAD_RETRIES):
             current = name or self.current_name()
             if current is None:
                 raise IndexNotFoundError(f"No index in {self.root}. Run: ragcli ingest <paths>")
             try:
                 return self._load(current, verify=verify)
-            except (FileNotFoundError, IndexCorruptedError) as exc:
-                # A writer may have published and pruned this generation between our read of CURRENT and
-                # the load: read CURRENT again before calling the index corrupted.
-                if name is not None or attempt == 2 or self.current_name() == current:
-                    if isinstance(exc, IndexCorruptedError):
-                        raise
-                    break
-                time.sleep(0.05)
-        raise IndexCorruptedError(
-            f"Index corrupted: {self.root / current} is missing files. Run: ragcli index rollback, or "
-            "ragcli ingest --rebuild <paths>"
-        )
+            except PermissionError as exc:  # not damage: the file is there but not readable by this user
+                raise PermissionDeniedError.from_os_error(exc) from None
+            except (FileNotFoundError, NotADirectoryError, IndexCorruptedError):
+                if not self._gone(current):
+                    raise
+                if name is not None:
+                    raise GenerationGoneError(f"{self.root / name} was pruned by a writer while being read; "
+                                              "run the command again.") from None
+                time.sleep(min(0.2, 0.01 * (attempt + 1)))
+        raise GenerationGoneError(f"The index in {self.root} was republished {LOAD_RETRIES} times while being "
+                                  "opened; nothing is damaged. Run the command again.")
+
+    def _gone(self, name: str) -> bool:
+        """Whether generation `name` was pruned by a writer (not damaged): its folder is gone and CURRENT
+        names another one (writers switch CURRENT before they prune)."""
+        if (self.root / name).is_dir():
+            return False
+        try:
+            return self.current_name() != name
+        except IndexCorruptedError:
+            return False
 
     def _load(self, name: str, *, verify: bool) -> Generation:
         path = self.root / name
@@ -361,32 +388,62 @@ class LocalIndex:
             raise IndexCorruptedError(
                 f"Index corrupted: {path / CHUNKS} has {len(chunks)} chunks, the manifest says {expected}."
             )
-        return Generation(self.root, name, manifest, chunks, files)
-
-    def load_verified(self, name: str | None = None) -> Any:
-        """The generation `name` (default: the published one) with every byte of it checked."""
-        gen = self._load(name, verify=True) if name is not None else self.load(verify=True)
-        gen.verify()
-        if gen.format == FORMAT_VERSION:
-            from ragcli.segmented import verify_files
-
-            verify_files(gen)
+        gen = Generation(self.root, name, manifest, chunks, files)
+        gen.faiss_index()  # read now: a pruning writer cannot pull it from under a reader later
         return gen
 
-    def verify(self) -> list[dict[str, Any]]:
-        """Check every generation's checksums. Returns one row per generation with 'ok' and 'error'."""
-        rows = []
-        current = self.current_name()
-        for name in self.generations():
+    def load_verified(self, name: str | None = None) -> Any:
+        """The generation `name` (default: the published one) with every byte of it checked. A published
+        generation pruned while it is checked is not damaged: the one CURRENT names then is checked."""
+        for _attempt in range(LOAD_RETRIES):
             try:
-                gen = self.load_verified(name)
-                rows.append({"generation": name, "current": name == current, "ok": True, "error": None,
-                             "chunks": gen.chunk_count})
+                gen = self._load(name, verify=True) if name is not None else self.load(verify=True)
+            except PermissionError as exc:
+                raise PermissionDeniedError.from_os_error(exc) from None
+            try:
+                gen.verify()
+                if gen.format == FORMAT_VERSION:
+                    from ragcli.segmented import verify_files
+
+                    verify_files(gen)
+                return gen
+            except PermissionError as exc:
                 gen.close()
-            except (IndexCorruptedError, FileNotFoundError) as exc:
-                rows.append({"generation": name, "current": name == current, "ok": False, "error": str(exc),
-                             "chunks": None})
-        return rows
+                raise PermissionDeniedError.from_os_error(exc) from None
+            except (FileNotFoundError, IndexCorruptedError):
+                gen.close()
+                if not self._gone(gen.name):
+                    raise
+                if name is not None:
+                    raise GenerationGoneError(f"{self.root / name} was pruned by a writer while being checked; "
+                                              "run the command again.") from None
+        raise GenerationGoneError(f"The index in {self.root} was republished {LOAD_RETRIES} times while being "
+                                  "checked; nothing is damaged. Run the command again.")
+
+    def verify(self) -> list[dict[str, Any]]:
+        """Check every generation's checksums. Returns one row per generation with 'ok' and 'error'.
+        A generation a writer prunes while this runs is left out (it is gone, not damaged)."""
+        rows: dict[str, dict[str, Any]] = {}
+        for _round in range(3):
+            for name in self.generations():
+                if name in rows:
+                    continue
+                try:
+                    gen = self.load_verified(name)
+                    rows[name] = {"generation": name, "ok": True, "error": None, "chunks": gen.chunk_count}
+                    gen.close()
+                except GenerationGoneError:
+                    continue
+                except (IndexCorruptedError, FileNotFoundError) as exc:
+                    if self._gone(name):
+                        continue
+                    rows[name] = {"generation": name, "ok": False, "error": str(exc), "chunks": None}
+            current = self.current_name()
+            if current is None or current in rows or not (self.root / current).is_dir():
+                break  # else a writer published while this ran: check the new one too
+        kept = set(self.generations())
+        return [{"generation": n, "current": n == current, **{k: v for k, v in r.items() if k != "generation"}}
+                for n, r in sorted(rows.items()) if n in kept]
 
     # -- writing ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -422,8 +479,8 @@ class LocalIndex:
             os.close(fd)
 
     def remove_leftovers(self) -> list[str]:
-        """Remove unfinished generations (tmp-*) and generations newer than CURRENT (published
-        folder but never pointed to). Call only under the lock."""
+        """Remove unfinished generations (tmp-*), folders whose deletion was interrupted (trash-*) and
+        generations newer than CURRENT (published folder but never pointed to). Call only under the lock."""
         removed = []
         if not self.root.is_dir():
             return removed
@@ -433,7 +490,7 @@ class LocalIndex:
         except IndexCorruptedError:  # CURRENT is damaged: which generations were published is unknown,
             current, unknown = None, True  # so none is removed (ingest --rebuild must still work)
         for p in self.root.iterdir():
-            stale = p.name.startswith("tmp-") or p.name == "CURRENT.tmp"
+            stale = p.name.startswith(("tmp-", TRASH)) or p.name == "CURRENT.tmp"
             if p.name.startswith("gen-") and p.is_dir() and not unknown and (current is None or p.name > current):
                 stale = True
             if stale:
@@ -506,8 +563,22 @@ class LocalIndex:
         keep = [n for n in self.generations() if current is None or n <= current][-KEEP_GENERATIONS:]
         for name in self.generations():
             if name not in keep:
-                shutil.rmtree(self.root / name, ignore_errors=True)
+                self._discard(self.root / name)
+        _after_step("prune")
         self._drop_unreferenced_segments()
+
+    def _discard(self, path: Path) -> None:
+        """Delete a generation or segment folder so that no one ever sees it half-deleted: it is first
+        renamed to `trash-<random>` (atomic; a reader then finds it gone, not damaged), then removed. A
+        kill in between leaves only a `trash-*` folder, which the next writer removes."""
+        trash = self.root / f"{TRASH}{uuid.uuid4().hex[:12]}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+        _after_step("trash")
+        shutil.rmtree(trash, ignore_errors=True)
 
     def _drop_unreferenced_segments(self) -> list[str]:
         """Delete segments no generation lists (pruned generations', or a crashed writer's)."""
@@ -522,7 +593,7 @@ class LocalIndex:
         removed = []
         for p in folder.iterdir():
             if p.name not in used:
-                shutil.rmtree(p, ignore_errors=True)
+                self._discard(p)
                 removed.append(f"{SEGMENTS}/{p.name}")
         return removed
 
@@ -545,6 +616,6 @@ class LocalIndex:
         self.load_verified(target).close()
         self._point_current(target)
         if current is not None:
-            shutil.rmtree(self.root / current, ignore_errors=True)
+            self._discard(self.root / current)
         self._drop_unreferenced_segments()
         return target

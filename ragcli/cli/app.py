@@ -60,6 +60,17 @@ def boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             sys.stderr.write("Interrupted.\n")
             raise typer.Exit(130) from None
+        except PermissionError as exc:  # a file ragcli must read is not permitted: name it, not a bug
+            from rich.markup import escape
+
+            from ragcli.cli._output import err
+            from ragcli.errors import PermissionDeniedError
+
+            if _debug():
+                sys.stderr.write(redact(traceback.format_exc()))
+            named = PermissionDeniedError.from_os_error(exc)
+            err().print(f"[red]Error:[/] {escape(redact(str(named)))}", markup=True, highlight=False)
+            raise typer.Exit(named.exit_code) from None
         except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are reported
             from rich.markup import escape
 

@@ -104,6 +104,12 @@ def verify_command(index_dir: IndexDirOpt = None, json_out: JsonOpt = False) -> 
     current = [r for r in rows if r["current"]]
     if not current or not current[0]["ok"]:
         raise IndexCorruptedError(current[0]["error"] if current else f"CURRENT in {settings.index_dir} names no generation.")
+    damaged = [r["generation"] for r in rows if not r["ok"]]
+    if damaged:  # the published one is whole, but a generation kept for rollback is not
+        raise IndexCorruptedError(
+            f"{', '.join(damaged)} (kept for rollback) is damaged; the current generation {current[0]['generation']} "
+            "is whole and still serves queries. Do not roll back to it: the next ingests replace it "
+            f"(or run: ragcli ingest --rebuild <paths>).")
 
 
 @index_app.command("rollback")
