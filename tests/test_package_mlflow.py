@@ -1,0 +1,229 @@
+"""`ragcli package mlflow`: the pipeline as an MLflow model, loaded where only the package is.
+
+One package of the tiny models and a tiny index is written by the real command (a subprocess, its
+default check included) and logged and registered against a local file store; the tests then load
+it in fresh processes that cannot see this checkout (working directory a new folder, no PYTHONPATH,
+the proof being the loaded `ragcli`'s own file), serve it with `mlflow models serve` on loopback, and
+compare its answers with `ragcli query --json` on the same inputs. Refusals write no package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import EMBED, GEN, REPO, write_tree
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "What is a delta lake"
+REGISTERED = "main.rag.ragcli_model"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _corpus(folder: Path) -> Path:
+    return write_tree(folder, {
+        "delta.md": "# Delta Lake\n\nA delta lake keeps tables as Parquet files with a transaction log, and "
+                    "vacuum removes deleted files after the retention period.\n",
+        "faiss.md": "# FAISS\n\nThe vector index uses HNSW graphs with thirty-two neighbours per node.\n",
+        "runbook.md": "# Runbook\n\nIngestion retries a failed upload three times before it reports the file.\n",
+    })
+
+
+def _env(base: Path, models_dir: Path, index_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGCLI_", "MLFLOW_"))}
+    env.update(PYTHONPATH=str(REPO), HOME=str(base / "home"), HF_HOME=str(base / "hf"), NO_COLOR="1",
+               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1", RAGCLI_MODELS_DIR=str(models_dir),
+               RAGCLI_EMBED_MODEL=EMBED, RAGCLI_GEN_MODEL=GEN, RAGCLI_INDEX_DIR=str(index_dir),
+               RAGCLI_SPLITTER="sentence", RAGCLI_MAX_NEW_TOKENS="8", MLFLOW_ALLOW_FILE_STORE="true", **extra)
+    return env
+
+
+def _ragcli(env: dict[str, str], *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ragcli", *map(str, args)], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def _clean_env(base: Path) -> dict[str, str]:
+    """The environment of a process that has only the package: no PYTHONPATH, no ragcli settings."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "PYTHONPATH" and not k.startswith(("RAGCLI_", "MLFLOW_"))}
+    env.update(HOME=str(base / "home"), HF_HOME=str(base / "hf"), HF_HUB_OFFLINE="1")
+    return env
+
+
+@pytest.fixture(scope="module")
+def packaged(models_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("package")
+    (base / "work").mkdir()
+    index_dir = base / "index"
+    tracking = (base / "mlruns").as_uri()
+    env = _env(base, models_dir, index_dir, MLFLOW_TRACKING_URI=tracking)
+    ingest = _ragcli(env, "ingest", _corpus(base / "docs"), "--quiet", cwd=base / "work")
+    assert ingest.returncode == 0, ingest.stderr
+    out = base / "out" / "model"
+    run = _ragcli(env, "package", "mlflow", out, "--json", "--question", QUESTION, "--register", REGISTERED,
+                  "--registry-uri", tracking, cwd=base / "work")
+    assert run.returncode == 0, run.stderr
+    return {"base": base, "env": env, "out": out, "report": json.loads(run.stdout), "index_dir": index_dir,
+            "tracking": tracking}
+
+
+def _query_json(packaged, *args: str) -> dict:
+    done = _ragcli(packaged["env"], "query", "--json", *args, cwd=packaged["base"] / "work")
+    assert done.returncode == 0, done.stderr
+    return done.stdout and json.loads(done.stdout)
+
+
+def _comparable(row: dict) -> dict:
+    """An answer without what differs between two runs of the same answer (wall-clock times)."""
+    row = json.loads(json.dumps(row))
+    row.pop("timings", None)
+    for which in ("with_context", "without_context"):
+        if row.get(which):
+            row[which].pop("seconds", None)
+    return row
+
+
+_LOAD_SCRIPT = r"""
+import json, sys
+import mlflow.pyfunc
+import pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+records = json.loads(sys.argv[2])
+frame = model.predict(pd.DataFrame.from_records(records))
+listed = model.predict(records)
+print(json.dumps({"ragcli_file": sys.modules["ragcli"].__file__, "path": sys.path, "frame": frame,
+                  "listed": listed}))
+"""
+
+
+def test_the_command_wrote_checked_logged_and_registered(packaged):
+    report, out = packaged["report"], packaged["out"]
+    assert (out / "MLmodel").is_file()
+    assert report["generation"] and (out / "artifacts" / "index" / "CURRENT").read_text().strip() == report["generation"]
+    assert set(report["models"]) == {EMBED, GEN}
+    # The default check ran the package's own ragcli in a fresh process and answered the question.
+    check = report["check"]
+    assert check["question"] == QUESTION and check["sources"] >= 1
+    assert Path(check["ragcli_file"]).is_relative_to(out / "code")
+    # Logged to the file tracking store and registered in the local registry.
+    assert report["model_uri"] and report["run_id"]
+    assert report["registered"] == {"name": REGISTERED, "version": "1", "registry_uri": packaged["tracking"]}
+
+
+def test_the_package_records_what_it_carries(packaged):
+    import yaml
+
+    out = packaged["out"]
+    mlmodel = yaml.safe_load((out / "MLmodel").read_text())
+    pyfunc = mlmodel["flavors"]["python_function"]
+    assert pyfunc["loader_module"] == "mlflow.pyfunc.model"
+    assert Path(pyfunc["model_code_path"]).name == "pyfunc_model.py"  # models-from-code
+    inputs = {c["name"]: (c["type"], c.get("required", True)) for c in json.loads(mlmodel["signature"]["inputs"])}
+    assert inputs == {"query": ("string", True), "top_k": ("long", False), "query_context": ("boolean", False),
+                      "session_id": ("string", False)}
+    outputs = {c["name"] for c in json.loads(mlmodel["signature"]["outputs"])}
+    assert outputs == set(_query_json(packaged, "--context", QUESTION)) | {"session_id"}
+    settings = pyfunc["model_config"]["settings"]
+    assert settings["embed_model"] == EMBED and settings["gen_model"] == GEN and settings["splitter"] == "sentence"
+    assert not any(k in settings for k in ("hf_token", "databricks_token", "api_key", "models_dir", "index_dir"))
+    reqs = (out / "requirements.txt").read_text().splitlines()
+    import torch
+
+    assert f"torch=={torch.__version__}" in reqs and any("download.pytorch.org/whl/cpu" in r for r in reqs)
+    assert any(r.startswith("mlflow-skinny==") for r in reqs)
+    # The models at the lock file's revisions, with their own lock file; the code of ragcli itself.
+    lock = json.loads((out / "artifacts" / "models" / "ragcli-models.lock.json").read_text())["models"]
+    assert set(lock) == {EMBED, GEN}
+    assert (out / "code" / "ragcli" / "query.py").read_bytes() == (REPO / "ragcli" / "query.py").read_bytes()
+    assert not list((out / "code").rglob("__pycache__"))
+
+
+def test_a_clean_process_with_only_the_package_answers_as_ragcli_query(packaged, tmp_path):
+    out = packaged["out"]
+    records = [{"query": QUESTION, "session_id": "s-1"},
+               {"query": "How many times does ingestion retry?", "top_k": 2, "session_id": "s-2"},
+               {"query": QUESTION, "query_context": False, "session_id": "s-3"}]
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    done = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT, str(out), json.dumps(records)], cwd=cwd,
+                          env=_clean_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # ragcli came from the package, not from this checkout (nor the venv's editable install of it).
+    assert Path(seen["ragcli_file"]).is_relative_to(out / "code")
+    assert not any(p and Path(p).resolve() == REPO for p in seen["path"])
+    expected = [_query_json(packaged, "--context", QUESTION),
+                _query_json(packaged, "--context", "-k", "2", "How many times does ingestion retry?"),
+                _query_json(packaged, QUESTION)]
+    for rows in (seen["frame"], seen["listed"]):
+        assert [r["session_id"] for r in rows] == ["s-1", "s-2", "s-3"]
+        assert [_comparable({k: v for k, v in r.items() if k != "session_id"}) for r in rows] == \
+            [_comparable(e) for e in expected]
+    assert len(seen["frame"][1]["sources"]) == 2 and seen["frame"][2]["with_context"] is None
+    assert seen["frame"][0]["sources"][0]["file"] == "delta.md"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_scoring_server_answers_the_seed_request(packaged, tmp_path):
+    port = _free_port()
+    cwd = tmp_path / "serving"
+    cwd.mkdir()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(packaged["out"]),
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=cwd, env=_clean_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow models serve did not come up"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/ping", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.5)
+        seed = {"dataframe_records": [{"query": QUESTION, "session_id": "abc-123"}]}
+        response = httpx.post(f"{url}/invocations", json=seed, timeout=300)
+        assert response.status_code == 200, response.text
+        (row,) = response.json()["predictions"]
+        assert row["session_id"] == "abc-123"
+        assert _comparable({k: v for k, v in row.items() if k != "session_id"}) == \
+            _comparable(_query_json(packaged, "--context", QUESTION))
+        bad = httpx.post(f"{url}/invocations", json={"dataframe_records": [{"query": " "}]}, timeout=60)
+        assert bad.status_code == 400 and "query" in bad.json()["message"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_check_of_a_broken_package_fails(packaged, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(packaged["out"], broken)
+    (broken / "code" / "ragcli" / "query.py").write_text("raise ImportError('damaged on the way')\n")
+    done = _ragcli(packaged["env"], "package", "mlflow", "--check", broken, cwd=packaged["base"] / "work")
+    assert done.returncode == 1
+    assert "does not load and answer" in done.stderr and "damaged on the way" in done.stderr
+    ok = _ragcli(packaged["env"], "package", "mlflow", "--check", packaged["out"], "--json",
+                 cwd=packaged["base"] / "work")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["check"]["sources"] >= 1
