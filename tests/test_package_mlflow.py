@@ -127,14 +127,14 @@ def test_the_package_records_what_it_carries(packaged):
     out = packaged["out"]
     mlmodel = yaml.safe_load((out / "MLmodel").read_text())
     pyfunc = mlmodel["flavors"]["python_function"]
-    assert pyfunc["loader_module"] == "mlflow.pyfunc.model"
+    assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models-from-code
     assert Path(pyfunc["model_code_path"]).name == "pyfunc_model.py"  # models-from-code
     inputs = {c["name"]: (c["type"], c.get("required", True)) for c in json.loads(mlmodel["signature"]["inputs"])}
-    assert inputs == {"query": ("string", True), "top_k": ("long", False), "query_context": ("boolean", False),
+    assert inputs == {"query": ("string", True), "top_k": ("double", False), "query_context": ("boolean", False),
                       "session_id": ("string", False)}
     outputs = {c["name"] for c in json.loads(mlmodel["signature"]["outputs"])}
     assert outputs == set(_query_json(packaged, "--context", QUESTION)) | {"session_id"}
-    settings = pyfunc["model_config"]["settings"]
+    settings = pyfunc["config"]["settings"]  # model_config
     assert settings["embed_model"] == EMBED and settings["gen_model"] == GEN and settings["splitter"] == "sentence"
     assert not any(k in settings for k in ("hf_token", "databricks_token", "api_key", "models_dir", "index_dir"))
     reqs = (out / "requirements.txt").read_text().splitlines()
@@ -171,7 +171,7 @@ def test_a_clean_process_with_only_the_package_answers_as_ragcli_query(packaged,
         assert [_comparable({k: v for k, v in r.items() if k != "session_id"}) for r in rows] == \
             [_comparable(e) for e in expected]
     assert len(seen["frame"][1]["sources"]) == 2 and seen["frame"][2]["with_context"] is None
-    assert seen["frame"][0]["sources"][0]["file"] == "delta.md"
+    assert seen["frame"][0]["with_context"]["text"] == expected[0]["with_context"]["text"]
 
 
 def _free_port() -> int:
@@ -185,9 +185,11 @@ def test_the_scoring_server_answers_the_seed_request(packaged, tmp_path):
     cwd = tmp_path / "serving"
     cwd.mkdir()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    env = _clean_env(tmp_path)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # the server runs `uvicorn` from the PATH
     proc = subprocess.Popen([str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(packaged["out"]),
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=cwd, env=_clean_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+                            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -227,3 +229,82 @@ def test_check_of_a_broken_package_fails(packaged, tmp_path):
                  cwd=packaged["base"] / "work")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["check"]["sources"] >= 1
+
+
+# -- refusals: nothing is written ------------------------------------------------------------------------
+@pytest.fixture
+def index_copy(packaged, tmp_path) -> Path:
+    """A private copy of the packaged index, for a test to damage."""
+    dest = tmp_path / "index"
+    shutil.copytree(packaged["index_dir"], dest)
+    return dest
+
+
+def _refused(cli, out: Path, *args: str) -> str:
+    result = cli("package", "mlflow", out, "--no-verify", *args)
+    assert result.exit_code == 1, result.output
+    assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp")]
+    (line,) = result.stderr.strip().splitlines()  # one line
+    return line
+
+
+def test_a_corrupted_index_is_refused(cli, model_env, index_copy, tmp_path):
+    segment = next(p for p in sorted((index_copy / "segments").rglob("*")) if p.is_file() and p.stat().st_size > 64)
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    line = _refused(cli, tmp_path / "out", "--index-dir", index_copy)
+    assert "Index corrupted" in line and segment.parent.name in line
+
+
+def test_a_missing_index_is_refused(cli, model_env, tmp_path):
+    line = _refused(cli, tmp_path / "out", "--index-dir", tmp_path / "nothing-here")
+    assert "No index in" in line and "ragcli ingest" in line
+
+
+def test_a_model_not_in_the_lock_file_is_refused(cli, model_env, index_copy, tiny_models, tmp_path):
+    line = _refused(cli, tmp_path / "out", "--index-dir", index_copy, "--gen-model", str(tiny_models.seq2seq))
+    assert "not in the lock file" in line and str(tiny_models.seq2seq) in line
+    line = _refused(cli, tmp_path / "out", "--index-dir", index_copy, "--gen-model", "org/never-downloaded")
+    assert "org/never-downloaded" in line and "ragcli download-model org/never-downloaded" in line
+
+
+def test_an_existing_out_is_refused(cli, model_env, index_copy, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = cli("package", "mlflow", out, "--index-dir", index_copy)
+    assert result.exit_code == 2 and "not an empty folder" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_a_databricks_package_names_the_index_and_ships_none(cli, model_env, monkeypatch, tmp_path):
+    canary = "dapi" + "Q9x" * 10
+    monkeypatch.setenv("DATABRICKS_HOST", "https://example.cloud.databricks.com")
+    monkeypatch.setenv("DATABRICKS_TOKEN", canary)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    out = tmp_path / "dbx"
+    result = cli("package", "mlflow", out, "--target", "databricks", "--databricks-endpoint", "vs-endpoint",
+                 "--databricks-index", "main.rag.docs", "--no-verify", "--json")
+    assert result.exit_code == 0, result.output
+    report = result.json()
+    assert report["generation"] is None and report["resources"] == {"vector_search_index": ["main.rag.docs"]}
+    assert not (out / "artifacts" / "index").exists() and (out / "artifacts" / "models").is_dir()
+    import yaml
+
+    mlmodel = yaml.safe_load((out / "MLmodel").read_text())
+    assert mlmodel["resources"]["databricks"]["vector_search_index"] == [{"name": "main.rag.docs"}]
+    settings = mlmodel["flavors"]["python_function"]["config"]["settings"]
+    assert settings["target"] == "databricks" and settings["databricks_endpoint"] == "vs-endpoint"
+    assert any(r.startswith("databricks-sdk==") for r in (out / "requirements.txt").read_text().splitlines())
+    # No secret anywhere in the package; without --log nothing went to the tracking server.
+    for path in out.rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert canary.encode() not in path.read_bytes(), path
+    assert canary not in result.output
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_databricks_package_needs_endpoint_and_index(cli, model_env, tmp_path):
+    line = _refused(cli, tmp_path / "out", "--target", "databricks", "--databricks-index", "main.rag.docs")
+    assert "RAGCLI_DATABRICKS_ENDPOINT" in line

@@ -20,12 +20,15 @@ registry URI is given).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -256,12 +259,13 @@ def package_mlflow(settings: Settings, out: Path, *, check: bool = True, questio
         step("save")
         import mlflow
 
-        mlflow.pyfunc.save_model(path=str(staging / "model"), **kwargs)
-        result = Packaged(path=out, generation=generation, models=models, resources=resources, requirements=reqs,
-                          settings=recorded)
-        if log or register:
-            step("log")
-            _log(result, kwargs, register, registry_uri)
+        with _quiet_mlflow():
+            mlflow.pyfunc.save_model(path=str(staging / "model"), **kwargs)
+            result = Packaged(path=out, generation=generation, models=models, resources=resources,
+                              requirements=reqs, settings=recorded)
+            if log or register:
+                step("log")
+                _log(result, kwargs, register, registry_uri)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(staging / "model", out)
@@ -271,6 +275,14 @@ def package_mlflow(settings: Settings, out: Path, *, check: bool = True, questio
         step("check")
         result.check = check_package(out, question)
     return result
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow's advice to type-hint `predict` does not apply: the signature is given explicitly."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*type hint", category=UserWarning)
+        yield
 
 
 def _steps(progress: Progress | None) -> Any:

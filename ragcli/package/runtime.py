@@ -21,8 +21,10 @@ from ragcli.errors import RagcliError
 if TYPE_CHECKING:  # pragma: no cover
     from ragcli.config import Settings
 
-# Input columns of the signature: name -> (type, required). `query_context` defaults to true.
-INPUTS: dict[str, tuple[str, bool]] = {"query": ("string", True), "top_k": ("long", False),
+# Input columns of the signature: name -> (type, required). `query_context` defaults to true. `top_k` is
+# declared a double: rows arrive as one DataFrame, where an integer column with a row that leaves it out
+# is float64 (NaN), and MLflow refuses float64 for a long column; a top_k that is not whole is refused here.
+INPUTS: dict[str, tuple[str, bool]] = {"query": ("string", True), "top_k": ("double", False),
                                        "query_context": ("boolean", False), "session_id": ("string", False)}
 MAX_TOP_K = 1000
 # The settings a package records (and its loaded model answers with). Paths are the artifacts' own;
