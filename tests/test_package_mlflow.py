@@ -308,3 +308,25 @@ def test_a_databricks_package_names_the_index_and_ships_none(cli, model_env, mon
 def test_a_databricks_package_needs_endpoint_and_index(cli, model_env, tmp_path):
     line = _refused(cli, tmp_path / "out", "--target", "databricks", "--databricks-index", "main.rag.docs")
     assert "RAGCLI_DATABRICKS_ENDPOINT" in line
+
+
+def test_a_package_that_fails_its_check_is_neither_written_nor_registered(model_env, index_copy, monkeypatch,
+                                                                           tmp_path):
+    import ragcli.package.mlflow_model as pm
+    from ragcli.config import load_settings
+
+    def damaged_code(dest: Path) -> Path:
+        code = real_copy_code(dest)
+        (code / "retrieval.py").write_text("raise ImportError('damaged on the way')\n")
+        return code
+
+    real_copy_code = pm.copy_code
+    monkeypatch.setattr(pm, "copy_code", damaged_code)
+    registry = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    settings = load_settings({"index_dir": index_copy, "splitter": "sentence"})
+    out = tmp_path / "out"
+    with pytest.raises(pm.PackageError, match="does not load and answer.*damaged on the way"):
+        pm.package_mlflow(settings, out, log=True, register=REGISTERED, registry_uri=registry)
+    assert not out.exists() and not (tmp_path / "mlruns").exists()

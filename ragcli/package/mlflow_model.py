@@ -11,11 +11,11 @@
                                the Databricks resources Model Serving passes credentials for)
 
 The package is written in a folder next to OUT and renamed into place once complete, so OUT is never
-half a package. `check_package` loads OUT in a fresh process (working directory outside any checkout,
-no PYTHONPATH) with `mlflow.pyfunc.load_model` and answers one question; `package_mlflow` runs it
-unless told not to. `log=True` logs the model to the tracking server (MLFLOW_TRACKING_URI), and
-`register="catalog.schema.model"` registers it (Unity Catalog, `databricks-uc`, unless another
-registry URI is given).
+half a package. `check_package` loads a package in a fresh process (working directory outside any
+checkout, no PYTHONPATH) with `mlflow.pyfunc.load_model` and answers one question; `package_mlflow`
+runs it on the written package, before logging or registering it, unless told not to. `log=True`
+logs the model to the tracking server (MLFLOW_TRACKING_URI), and `register="catalog.schema.model"`
+registers it (Unity Catalog, `databricks-uc`, unless another registry URI is given).
 """
 
 from __future__ import annotations
@@ -261,19 +261,21 @@ def package_mlflow(settings: Settings, out: Path, *, check: bool = True, questio
 
         with _quiet_mlflow():
             mlflow.pyfunc.save_model(path=str(staging / "model"), **kwargs)
-            result = Packaged(path=out, generation=generation, models=models, resources=resources,
-                              requirements=reqs, settings=recorded)
-            if log or register:
-                step("log")
+        result = Packaged(path=out, generation=generation, models=models, resources=resources,
+                          requirements=reqs, settings=recorded)
+        if check:  # before anything is logged or uploaded: a broken package goes nowhere
+            step("check")
+            result.check = check_package(staging / "model", question)
+            result.check["ragcli_file"] = str(out / Path(result.check["ragcli_file"]).relative_to(staging / "model"))
+        if log or register:
+            step("log")
+            with _quiet_mlflow():
                 _log(result, kwargs, register, registry_uri)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(staging / "model", out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if check:
-        step("check")
-        result.check = check_package(out, question)
     return result
 
 
@@ -286,7 +288,7 @@ def _quiet_mlflow() -> Iterator[None]:
 
 
 def _steps(progress: Progress | None) -> Any:
-    names = ["models", "index", "code", "save", "log", "check"]
+    names = ["models", "index", "code", "save", "check", "log"]
 
     def step(name: str) -> None:
         if progress:

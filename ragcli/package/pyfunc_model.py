@@ -6,7 +6,7 @@ and recorded settings become the pipeline in `load_context`; `predict` answers e
 input the model cannot answer is an MLflow INVALID_PARAMETER_VALUE (a 400 from a scoring server).
 """
 
-import mlflow  # noqa: TID253 - this file runs only inside MLflow, which has imported it already
+import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
