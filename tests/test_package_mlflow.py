@@ -84,6 +84,17 @@ def _query_json(packaged, *args: str) -> dict:
     return done.stdout and json.loads(done.stdout)
 
 
+RETRY = "How many times does ingestion retry?"
+
+
+@pytest.fixture(scope="module")
+def expected(packaged) -> dict[str, dict]:
+    """`ragcli query --json` on the inputs the package is asked, with the same settings."""
+    return {"context": _query_json(packaged, "--context", QUESTION),
+            "top2": _query_json(packaged, "--context", "-k", "2", RETRY),
+            "bare": _query_json(packaged, QUESTION)}
+
+
 def _comparable(row: dict) -> dict:
     """An answer without what differs between two runs of the same answer (wall-clock times)."""
     row = json.loads(json.dumps(row))
@@ -121,7 +132,7 @@ def test_the_command_wrote_checked_logged_and_registered(packaged):
     assert report["registered"] == {"name": REGISTERED, "version": "1", "registry_uri": packaged["tracking"]}
 
 
-def test_the_package_records_what_it_carries(packaged):
+def test_the_package_records_what_it_carries(packaged, expected):
     import yaml
 
     out = packaged["out"]
@@ -133,7 +144,7 @@ def test_the_package_records_what_it_carries(packaged):
     assert inputs == {"query": ("string", True), "top_k": ("double", False), "query_context": ("boolean", False),
                       "session_id": ("string", False)}
     outputs = {c["name"] for c in json.loads(mlmodel["signature"]["outputs"])}
-    assert outputs == set(_query_json(packaged, "--context", QUESTION)) | {"session_id"}
+    assert outputs == set(expected["context"]) | {"session_id"}
     settings = pyfunc["config"]["settings"]  # model_config
     assert settings["embed_model"] == EMBED and settings["gen_model"] == GEN and settings["splitter"] == "sentence"
     assert not any(k in settings for k in ("hf_token", "databricks_token", "api_key", "models_dir", "index_dir"))
@@ -149,10 +160,10 @@ def test_the_package_records_what_it_carries(packaged):
     assert not list((out / "code").rglob("__pycache__"))
 
 
-def test_a_clean_process_with_only_the_package_answers_as_ragcli_query(packaged, tmp_path):
+def test_a_clean_process_with_only_the_package_answers_as_ragcli_query(packaged, expected, tmp_path):
     out = packaged["out"]
     records = [{"query": QUESTION, "session_id": "s-1"},
-               {"query": "How many times does ingestion retry?", "top_k": 2, "session_id": "s-2"},
+               {"query": RETRY, "top_k": 2, "session_id": "s-2"},
                {"query": QUESTION, "query_context": False, "session_id": "s-3"}]
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
@@ -163,15 +174,13 @@ def test_a_clean_process_with_only_the_package_answers_as_ragcli_query(packaged,
     # ragcli came from the package, not from this checkout (nor the venv's editable install of it).
     assert Path(seen["ragcli_file"]).is_relative_to(out / "code")
     assert not any(p and Path(p).resolve() == REPO for p in seen["path"])
-    expected = [_query_json(packaged, "--context", QUESTION),
-                _query_json(packaged, "--context", "-k", "2", "How many times does ingestion retry?"),
-                _query_json(packaged, QUESTION)]
+    want = [expected["context"], expected["top2"], expected["bare"]]
     for rows in (seen["frame"], seen["listed"]):
         assert [r["session_id"] for r in rows] == ["s-1", "s-2", "s-3"]
         assert [_comparable({k: v for k, v in r.items() if k != "session_id"}) for r in rows] == \
-            [_comparable(e) for e in expected]
+            [_comparable(e) for e in want]
     assert len(seen["frame"][1]["sources"]) == 2 and seen["frame"][2]["with_context"] is None
-    assert seen["frame"][0]["with_context"]["text"] == expected[0]["with_context"]["text"]
+    assert seen["frame"][0]["with_context"]["text"] == want[0]["with_context"]["text"]
 
 
 def _free_port() -> int:
@@ -180,7 +189,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_scoring_server_answers_the_seed_request(packaged, tmp_path):
+def test_the_scoring_server_answers_the_seed_request(packaged, expected, tmp_path):
     port = _free_port()
     cwd = tmp_path / "serving"
     cwd.mkdir()
@@ -205,8 +214,7 @@ def test_the_scoring_server_answers_the_seed_request(packaged, tmp_path):
         assert response.status_code == 200, response.text
         (row,) = response.json()["predictions"]
         assert row["session_id"] == "abc-123"
-        assert _comparable({k: v for k, v in row.items() if k != "session_id"}) == \
-            _comparable(_query_json(packaged, "--context", QUESTION))
+        assert _comparable({k: v for k, v in row.items() if k != "session_id"}) == _comparable(expected["context"])
         bad = httpx.post(f"{url}/invocations", json={"dataframe_records": [{"query": " "}]}, timeout=60)
         assert bad.status_code == 400 and "query" in bad.json()["message"]
     finally:
@@ -262,18 +270,19 @@ def test_a_missing_index_is_refused(cli, model_env, tmp_path):
     assert "No index in" in line and "ragcli ingest" in line
 
 
-def test_a_model_not_in_the_lock_file_is_refused(cli, model_env, index_copy, tiny_models, tmp_path):
-    line = _refused(cli, tmp_path / "out", "--index-dir", index_copy, "--gen-model", str(tiny_models.seq2seq))
+def test_a_model_not_in_the_lock_file_is_refused(cli, model_env, tiny_models, tmp_path):
+    # (the models are checked before the index is read: no index is needed to be refused)
+    line = _refused(cli, tmp_path / "out", "--gen-model", str(tiny_models.seq2seq))
     assert "not in the lock file" in line and str(tiny_models.seq2seq) in line
-    line = _refused(cli, tmp_path / "out", "--index-dir", index_copy, "--gen-model", "org/never-downloaded")
+    line = _refused(cli, tmp_path / "out", "--gen-model", "org/never-downloaded")
     assert "org/never-downloaded" in line and "ragcli download-model org/never-downloaded" in line
 
 
-def test_an_existing_out_is_refused(cli, model_env, index_copy, tmp_path):
+def test_an_existing_out_is_refused(cli, model_env, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = cli("package", "mlflow", out, "--index-dir", index_copy)
+    result = cli("package", "mlflow", out)
     assert result.exit_code == 2 and "not an empty folder" in result.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
@@ -330,3 +339,9 @@ def test_a_package_that_fails_its_check_is_neither_written_nor_registered(model_
     with pytest.raises(pm.PackageError, match="does not load and answer.*damaged on the way"):
         pm.package_mlflow(settings, out, log=True, register=REGISTERED, registry_uri=registry)
     assert not out.exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_unity_catalog_name_needs_three_parts(cli, model_env, tmp_path):
+    result = cli("package", "mlflow", tmp_path / "out", "--register", "ragcli_model")
+    assert result.exit_code == 2 and "catalog.schema.model" in result.stderr
+    assert not (tmp_path / "out").exists()

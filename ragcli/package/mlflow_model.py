@@ -84,6 +84,10 @@ def locked_model(settings: Settings, model: str, role: str) -> tuple[Any, dict[s
 
     lock = settings.models_dir / LOCK_NAME
     entry = read_lock(settings.models_dir).get(model)
+    if entry is None and Path(model).expanduser().is_dir():
+        raise ModelNotFoundError(
+            f"The {role} '{model}' is a folder, not in the lock file {lock}: a package carries only models "
+            "downloaded with exact revisions. Run: ragcli download-model ORG/NAME, and name the model by its repo id.")
     if entry is None:
         raise ModelNotFoundError(
             f"The {role} '{model}' is not in the lock file {lock}: a package carries only models downloaded "
@@ -219,7 +223,7 @@ def package_mlflow(settings: Settings, out: Path, *, check: bool = True, questio
     from ragcli.targets import open_target
 
     require_mlflow()
-    if register is not None and register.count(".") != 2:
+    if register is not None and (registry_uri or DEFAULT_REGISTRY) == DEFAULT_REGISTRY and register.count(".") != 2:
         raise UsageError(f"--register {register!r}: name the model as catalog.schema.model.")
     out = _fresh_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -266,7 +270,8 @@ def package_mlflow(settings: Settings, out: Path, *, check: bool = True, questio
         if check:  # before anything is logged or uploaded: a broken package goes nowhere
             step("check")
             result.check = check_package(staging / "model", question)
-            result.check["ragcli_file"] = str(out / Path(result.check["ragcli_file"]).relative_to(staging / "model"))
+            inside = Path(result.check["ragcli_file"]).relative_to((staging / "model").resolve())
+            result.check["ragcli_file"] = str(out / inside)
         if log or register:
             step("log")
             with _quiet_mlflow():
