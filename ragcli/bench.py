@@ -133,9 +133,9 @@ def bench(
     from ragcli.errors import IndexNotFoundError, UsageError
     from ragcli.models import load_embedder, load_generator
     from ragcli.retrieval import open_retriever
-    from ragcli.targets import open_target, target_class
+    from ragcli.targets import open_target, settings_target_class
 
-    kind = target_class(settings.target)
+    kind = settings_target_class(settings)
     if corpus and not kind.capabilities.scratch_copy:
         raise UsageError(f"bench never changes a remote index: drop --corpus and run "
                          f"`ragcli ingest --target {kind.kind} <paths>` first.")

@@ -27,6 +27,7 @@ DEFAULT_MODELS_DIR = "models"
 DEFAULT_INDEX_DIR = "ragcli-index"
 
 TARGETS = ("local", "databricks")
+INDEX_KINDS = ("direct-access", "delta-sync")  # kinds of Databricks index (--index-kind)
 SPLITTERS = ("semantic", "sentence")
 SEMANTIC_VECTORS = ("pooled", "window")
 MODES = ("dense", "bm25", "hybrid")
@@ -99,6 +100,7 @@ class Settings:
     databricks_profile: str | None = None
     databricks_endpoint: str | None = None
     databricks_index: str | None = None
+    databricks_index_kind: str = "direct-access"  # or "delta-sync": a Delta table behind the index
     databricks_batch_rows: int = 200  # rows per upsert/delete request
     databricks_timeout: float = 60.0  # seconds per HTTP request (the client library sets none)
     databricks_retries: int = 5  # retries of a transient failure (429, 5xx, timeout, connection reset)
@@ -223,6 +225,7 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "databricks_profile": (("DATABRICKS_CONFIG_PROFILE",), _parse_str),
     "databricks_endpoint": (("RAGCLI_DATABRICKS_ENDPOINT",), _parse_str),
     "databricks_index": (("RAGCLI_DATABRICKS_INDEX",), _parse_str),
+    "databricks_index_kind": (("RAGCLI_DATABRICKS_INDEX_KIND",), _parser_choice(INDEX_KINDS)),
     "databricks_batch_rows": (("RAGCLI_DATABRICKS_BATCH_ROWS",), _parser_int(1, 10_000)),
     "databricks_timeout": (("RAGCLI_DATABRICKS_TIMEOUT",), _parser_float(0.1, 3600.0)),
     "databricks_retries": (("RAGCLI_DATABRICKS_RETRIES",), _parser_int(0, 20)),

@@ -50,15 +50,16 @@ class Retriever:
         if mode not in MODES:
             raise UsageError(f"Unknown retrieval mode {mode!r}; use one of: {', '.join(MODES)}.")
         native = self.target.capabilities.modes
+        embeds_text = self.target.capabilities.embeds_text  # the target embeds the question itself
         vector = None
-        if mode in ("dense", "hybrid"):
+        if mode in ("dense", "hybrid") and not embeds_text:
             embedder = self._embedder()
             t = time.perf_counter()
             vector = embedder.embed_query(question)
             timings["embed_question"] = time.perf_counter() - t
         if mode in native:
             t = time.perf_counter()
-            hits = self.target.search(mode, k, vector=vector, text=question if mode != "dense" else None)
+            hits = self.target.search(mode, k, vector=vector, text=question if mode != "dense" or embeds_text else None)
             timings[f"search_{mode}"] = time.perf_counter() - t
             return hits
         # Hybrid fused by ragcli, from a depth above k so fusion can promote what either list ranks lower.
@@ -114,6 +115,6 @@ def open_retriever(settings: Settings, embedder: Embedder | None = None, mode: s
 
     target = open_target(settings)
     info = target.open()
-    if (mode or settings.mode) in ("dense", "hybrid") or embedder is not None:
+    if ((mode or settings.mode) in ("dense", "hybrid") or embedder is not None) and not target.capabilities.embeds_text:
         embedder = load_checked_embedder(target, info, settings, embedder)
     return Retriever(target, info, embedder, settings)

@@ -155,8 +155,10 @@ class SegmentWriter:
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
         self._doclen.extend(lengths.tolist())
         terms = self._terms
-        numbers = np.fromiter((terms.setdefault(t, len(terms)) for t in itertools.chain.from_iterable(tokens)),
-                              dtype=np.int64, count=int(lengths.sum()))
+        flat = list(itertools.chain.from_iterable(tokens))
+        for term in set(flat).difference(terms):  # numbers for new terms first, then one C-level lookup pass
+            terms[term] = len(terms)
+        numbers = np.fromiter(map(terms.__getitem__, flat), dtype=np.int64, count=len(flat))
         if len(numbers):
             rows = np.repeat(np.arange(self.rows, self.rows + len(chunks), dtype=np.int64), lengths)
             pairs, tf = np.unique(rows * (1 << 32) + numbers, return_counts=True)
@@ -265,8 +267,9 @@ def build_ann(vectors: np.ndarray, index_type: str) -> Any:
         cells = ivf_cells(rows)
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, cells, faiss.METRIC_INNER_PRODUCT)
-        sample = vectors if rows <= cells * 256 else vectors[np.random.default_rng(0).choice(rows, cells * 256,
-                                                                                              replace=False)]
+        # 64 training points a cell (FAISS wants at least 39): at 1M rows, 256k points, not all of them.
+        sample = vectors if rows <= cells * 64 else vectors[np.sort(np.random.default_rng(0).choice(
+            rows, cells * 64, replace=False))]
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         index.nprobe = ivf_probes(cells)
     else:
@@ -432,8 +435,15 @@ class Segment:
             import faiss
             import numpy as np
 
-            data = self._checked_bytes(ANN)
-            self._ann = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+            path = self.folder / ANN
+            data = np.memmap(path, dtype=np.uint8, mode="r")  # checked in one pass, never copied
+            if len(data) != self.meta["files"][ANN]["bytes"] or fast_sum(data) != self.meta["files"][ANN]["fast"]:
+                raise _corrupt(path, "does not match its checksum")
+            if self.index_type == "ivf":  # the inverted lists stay memory-mapped: a query reads its cells only
+                self._ann = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+            else:
+                self._ann = faiss.deserialize_index(data)
+            del data
             if self._ann.ntotal != self.rows:
                 raise _corrupt(self.folder / ANN, f"holds {self._ann.ntotal} vectors, not {self.rows}")
         return self._ann

@@ -7,6 +7,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from ragcli.config import Settings
 
+# What a remote target's describe() may add (endpoint, Delta Sync source table and pipeline, sync state).
+REMOTE_DETAILS = ("index_kind", "endpoint", "source_table", "pipeline_type", "pipeline_id", "state", "row_count",
+                  "synced_version", "embedding_endpoint")
+
 
 def index_summary(settings: Settings, verify: bool = False) -> dict[str, Any]:
     """The configured target's summary (generation, files, chunks, model, dimension, size, last ingest)
@@ -36,6 +40,7 @@ def index_summary(settings: Settings, verify: bool = False) -> dict[str, Any]:
                     splitter=data.get("splitter") or {}, size_bytes=data.get("size_bytes"),
                     last_ingest=data.get("last_ingest") or data.get("updated_at"),
                     ragcli_version=data.get("ragcli_version"), verified=verify and target.capabilities.verify)
+        info.update({k: data[k] for k in REMOTE_DETAILS if data.get(k) is not None})
     models = list_models(settings.models_dir)
     return {
         "index": info,

@@ -151,6 +151,17 @@ def test_a_flipped_vector_byte_is_named_before_any_result(seg):
         fresh.dense(unit(1, 16)[0], 3, None)
 
 
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+def test_a_flipped_byte_of_the_approximate_index_is_named_at_open(tmp_path, index_type):
+    chunks, vectors = corpus(500), unit(500, 16)
+    segment, record = write(tmp_path / "seg-ann", chunks, vectors, index_type=index_type, batch=500)
+    segment.close()
+    path = segment.folder / "ann.faiss"
+    _flip(path, path.stat().st_size // 2)
+    with pytest.raises(IndexCorruptedError, match="ann.faiss"):
+        Segment.open(segment.folder, record)  # opened (and checked) with the segment, before any search
+
+
 def test_a_damaged_chunk_row_is_named_and_other_rows_still_read(seg):
     segment, record, chunks, _ = seg
     db = segment.folder / CHUNKS

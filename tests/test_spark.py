@@ -185,3 +185,40 @@ def test_a_delta_sync_index_serves_the_rows_the_job_wrote(ran, tmp_path):
         hit = index.similarity_search(columns=["id", "text"], query_vector=some["embedding"],
                                       filters={"kind": "chunk"}, num_results=1, disable_notice=True)
         assert hit["result"]["data_array"][0][:2] == [some["id"], some["text"]]
+
+
+def test_the_delta_sync_target_takes_over_the_table_the_job_wrote(ran, settings, cli, tmp_path, monkeypatch):
+    """The job's rows in the table behind a Delta Sync index: `ragcli ingest --index-kind delta-sync` over the same
+    folder finds every file unchanged (nothing embedded, nothing merged), creates the index, and queries answer."""
+    pytest.importorskip("deltalake")
+    pytest.importorskip("databricks.ai_search")
+    from dbx_emulator import Emulator
+    from dbx_workspace import Workspace
+
+    from ragcli.targets.delta_sync import rows as table
+
+    token, name, wh = "dapi-spark-takeover-0123", "main.rag.chunks", "wh1"
+    ws = Workspace(tmp_path / "ws", warehouses=[wh], volumes=["main.rag.staging"])
+    ws.create_table(name, dict(table.COLUMNS))  # change data feed on, as ragcli creates it
+    ws.merge_parquet(name, ran["out"])
+    version = ws.table_version(name)
+    with Emulator(tokens={token}, endpoints=["ep"], workspace=ws) as emu:
+        for var, value in {"no_proxy": "127.0.0.1,localhost", "DATABRICKS_HOST": emu.url, "DATABRICKS_TOKEN": token,
+                           "RAGCLI_DATABRICKS_ENDPOINT": "ep", "RAGCLI_DATABRICKS_INDEX": "main.rag.chunks_index",
+                           "RAGCLI_DATABRICKS_TABLE": name, "RAGCLI_DATABRICKS_VOLUME": "/Volumes/main/rag/staging",
+                           "RAGCLI_DATABRICKS_WAREHOUSE": wh, "RAGCLI_DATABRICKS_INDEX_KIND": "delta-sync"}.items():
+            monkeypatch.setenv(var, value)
+        result = cli("ingest", ran["folder"], "--target", "databricks", "--json")
+        assert result.exit_code == 0, result.output
+        report = result.json()
+        assert set(report["summary"]) >= {"unchanged"} and report["summary"]["unchanged"] == len(
+            {r["source"] for r in _rows(ran["out"]).values() if r["kind"] == "chunk"})
+        assert report["texts_embedded"] == 0 and report["published"] is True  # the index was created
+        assert ws.table_version(name) == version  # nothing merged or deleted
+        assert emu.index_info("main.rag.chunks_index")["status"]["indexed_row_count"] == len(_rows(ran["out"]))
+        some = next(r for r in _rows(ran["out"]).values() if r["kind"] == "chunk" and r["source"] == "alpha.md")
+        answer = cli("query", "--context", "--json", "--target", "databricks", some["text"])
+        assert answer.exit_code == 0, answer.output
+        best = answer.json()["sources"][0]
+        assert (str(best["chunk_id"]), best["file"]) == (some["id"], "alpha.md")
+        assert best["score"] == pytest.approx(1.0, abs=1e-4)

@@ -1,6 +1,6 @@
 """One contract, every target: the same ingest → re-ingest (unchanged, changed, removed) → query → bench
 assertions run against the local FAISS index and against Databricks Vector Search (on the local emulator,
-through the real client). A new target joins by adding a fixture branch below; nothing else changes.
+through the real clients): a Direct Access index, and a Delta Sync index over a Delta table (delta-rs). A new target joins by adding a fixture branch below; nothing else changes.
 
 The embedder is the tiny random BERT of the session fixture, so dense assertions use the chunk's own text
 as the question (its vector is the chunk's vector: cosine 1), and bm25 assertions use words only one
@@ -26,6 +26,7 @@ from ragcli.types import text_key
 TOKEN = "dapi-contract-4c1d"
 EP = "contract-ep"
 IDX = "main.contract.chunks"
+WH, TABLE, VOLUME = "contractwh", "main.contract.chunk_rows", "main.contract.staging"
 
 FILES = {
     "orchard.md": "# Orchard\n\nThe orchard table keeps deleted files for thirty days before vacuum removes them.\n\n"
@@ -35,17 +36,30 @@ FILES = {
 }
 
 
-@pytest.fixture(params=["local", pytest.param("databricks", marks=[pytest.mark.databricks, pytest.mark.slow])])
+REMOTE = [pytest.mark.databricks, pytest.mark.slow]
+
+
+@pytest.fixture(params=["local", pytest.param("databricks", marks=REMOTE), pytest.param("delta-sync", marks=REMOTE)])
 def target_settings(request, model_env, monkeypatch, tmp_path):
     """Settings for one target, empty, with the sentence splitter (fast and deterministic)."""
-    overrides = {"target": request.param, "splitter": "sentence", "index_dir": tmp_path / "index"}
-    if request.param == "databricks":
+    overrides = {"target": "local" if request.param == "local" else "databricks", "splitter": "sentence",
+                 "index_dir": tmp_path / "index"}
+    if request.param != "local":
         pytest.importorskip("databricks.ai_search")
         try:
             import dbx_emulator
+            import dbx_workspace
         except ImportError:  # pragma: no cover
-            from tests import dbx_emulator
-        emu = dbx_emulator.Emulator(tokens={TOKEN}, endpoints=[EP])
+            from tests import dbx_emulator, dbx_workspace
+        workspace = None
+        if request.param == "delta-sync":
+            pytest.importorskip("deltalake")
+            workspace = dbx_workspace.Workspace(tmp_path / "ws", warehouses=[WH], volumes=[VOLUME])
+            monkeypatch.setenv("RAGCLI_DATABRICKS_INDEX_KIND", "delta-sync")
+            monkeypatch.setenv("RAGCLI_DATABRICKS_WAREHOUSE", WH)
+            monkeypatch.setenv("RAGCLI_DATABRICKS_TABLE", TABLE)
+            monkeypatch.setenv("RAGCLI_DATABRICKS_VOLUME", VOLUME)
+        emu = dbx_emulator.Emulator(tokens={TOKEN}, endpoints=[EP], workspace=workspace)
         emu.__enter__()
         request.addfinalizer(lambda: emu.__exit__(None, None, None))
         monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")

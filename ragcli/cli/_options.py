@@ -50,6 +50,10 @@ DatabricksIndexOpt = Annotated[
     str | None,
     typer.Option("--databricks-index", help="Index name, catalog.schema.index. Env: RAGCLI_DATABRICKS_INDEX.", show_default=False, rich_help_panel="Databricks target"),
 ]
+IndexKindOpt = Annotated[
+    str | None,
+    typer.Option("--index-kind", help="Kind of Databricks index: direct-access (rows upserted by ragcli, the default) or delta-sync (a Delta table behind the index, e.g. --target databricks --index-kind delta-sync). Env: RAGCLI_DATABRICKS_INDEX_KIND.", show_default=False, rich_help_panel="Databricks target"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 

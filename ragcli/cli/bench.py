@@ -14,6 +14,7 @@ from ragcli.cli._options import (
     EmbedModelOpt,
     GenModelOpt,
     IndexDirOpt,
+    IndexKindOpt,
     ModelsDirOpt,
     QuietOpt,
     TargetOpt,
@@ -61,6 +62,7 @@ def command(
     databricks_host: DatabricksHostOpt = None,
     databricks_endpoint: DatabricksEndpointOpt = None,
     databricks_index: DatabricksIndexOpt = None,
+    index_kind: IndexKindOpt = None,
     targets: Annotated[str | None, typer.Option("--targets", help="Compare targets in one run, e.g. local,databricks: one report, metrics prefixed by target (local.dense.mrr).", show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -69,14 +71,14 @@ def command(
 
     from ragcli.bench import bench, bench_targets, check_gates, load_baseline, parse_threshold
     from ragcli.cli._output import err, print_json, progress_bar
-    from ragcli.config import MODES, TARGETS, redact
+    from ragcli.config import INDEX_KINDS, MODES, TARGETS, redact
     from ragcli.errors import ThresholdError, UsageError
 
     mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
     bad = [m for m in (*mode_list, answer_mode) if m not in MODES]
     if bad or not mode_list:
         raise UsageError(f"--modes/--answer-mode: {', '.join(bad) or '(none)'} not among {', '.join(MODES)}.")
-    check_choices(("--target", target, TARGETS))
+    check_choices(("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS))
     target_list = [t.strip() for t in (targets or "").split(",") if t.strip()]
     if targets is not None:
         if target is not None:
@@ -86,7 +88,7 @@ def command(
     unders = [parse_threshold(s) for s in fail_under or []]
     overs = [parse_threshold(s) for s in fail_over or []]
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
-                             databricks_index=databricks_index, top_k=top_k, embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
+                             databricks_index=databricks_index, databricks_index_kind=index_kind, top_k=top_k, embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     with progress_bar(enabled=not quiet) as progress:
         options = dict(qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,

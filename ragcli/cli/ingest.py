@@ -13,6 +13,7 @@ from ragcli.cli._options import (
     DatabricksIndexOpt,
     EmbedModelOpt,
     IndexDirOpt,
+    IndexKindOpt,
     JsonOpt,
     ModelsDirOpt,
     QuietOpt,
@@ -50,6 +51,7 @@ def command(
     databricks_host: DatabricksHostOpt = None,
     databricks_endpoint: DatabricksEndpointOpt = None,
     databricks_index: DatabricksIndexOpt = None,
+    index_kind: IndexKindOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -57,12 +59,12 @@ def command(
     from rich.markup import escape
 
     from ragcli.cli._output import err, out, print_json, progress_bar, warn
-    from ragcli.config import INDEX_TYPES, SEMANTIC_VECTORS, SPLITTERS, TARGETS
+    from ragcli.config import INDEX_KINDS, INDEX_TYPES, SEMANTIC_VECTORS, SPLITTERS, TARGETS
     from ragcli.errors import UsageError
     from ragcli.ingest import ingest
 
     check_choices(("--splitter", splitter, SPLITTERS), ("--index-type", index_type, INDEX_TYPES),
-                  ("--semantic-vectors", semantic_vectors, SEMANTIC_VECTORS), ("--target", target, TARGETS))
+                  ("--semantic-vectors", semantic_vectors, SEMANTIC_VECTORS), ("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS))
     if encoding is not None:
         import codecs
 
@@ -71,7 +73,7 @@ def command(
         except LookupError:
             raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows (try latin-1 or cp1252).") from None
     settings = settings_from(semantic_vectors=semantic_vectors, databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
-                             databricks_index=databricks_index, splitter=splitter, buffer_size=buffer_size, breakpoint_percentile=breakpoint_percentile,
+                             databricks_index=databricks_index, databricks_index_kind=index_kind, splitter=splitter, buffer_size=buffer_size, breakpoint_percentile=breakpoint_percentile,
                              max_chunk_tokens=max_chunk_tokens, embed_batch_size=batch_size, index_type=index_type,
                              embed_model=embed_model, models_dir=models_dir, index_dir=index_dir, target=target)
     with progress_bar(enabled=not quiet and not json_out) as progress:

@@ -13,6 +13,7 @@ from ragcli.cli._options import (
     EmbedModelOpt,
     GenModelOpt,
     IndexDirOpt,
+    IndexKindOpt,
     JsonOpt,
     ModelsDirOpt,
     ModeOpt,
@@ -51,20 +52,21 @@ def command(
     databricks_host: DatabricksHostOpt = None,
     databricks_endpoint: DatabricksEndpointOpt = None,
     databricks_index: DatabricksIndexOpt = None,
+    index_kind: IndexKindOpt = None,
     json_out: JsonOpt = False,
     stream: Annotated[bool, typer.Option("--stream", help="Print the answer as it is generated, then the sources (not with --json).")] = False,
 ) -> None:
     """Answer a question, with retrieved context (--context), without it, or both (--compare)."""
     from ragcli.cli._output import print_json
-    from ragcli.config import FUSIONS, MODES, TARGETS
+    from ragcli.config import FUSIONS, INDEX_KINDS, MODES, TARGETS
     from ragcli.errors import UsageError
     from ragcli.query import answer
 
     if stream and json_out:
         raise UsageError("--stream prints the answer as it is generated and --json one object at the end: use one.")
-    check_choices(("--mode", mode, MODES), ("--fusion", fusion, FUSIONS), ("--target", target, TARGETS))
+    check_choices(("--mode", mode, MODES), ("--fusion", fusion, FUSIONS), ("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS))
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
-                             databricks_index=databricks_index, top_k=top_k, mode=mode, fusion=fusion, hybrid_alpha=alpha, max_new_tokens=max_new_tokens,
+                             databricks_index=databricks_index, databricks_index_kind=index_kind, top_k=top_k, mode=mode, fusion=fusion, hybrid_alpha=alpha, max_new_tokens=max_new_tokens,
                              embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     use_context = context or compare

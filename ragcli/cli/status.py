@@ -6,13 +6,23 @@ from typing import Annotated
 
 import typer
 
-from ragcli.cli._options import IndexDirOpt, JsonOpt, ModelsDirOpt, settings_from
+from ragcli.cli._options import (
+    IndexDirOpt,
+    IndexKindOpt,
+    JsonOpt,
+    ModelsDirOpt,
+    TargetOpt,
+    check_choices,
+    settings_from,
+)
 
 EPILOG = """Examples:
 
   ragcli status
 
   ragcli status --verify --json
+
+  ragcli status --target databricks --index-kind delta-sync --json
 """
 
 index_app = typer.Typer(help="Check or repair the local index.", no_args_is_help=True)
@@ -22,6 +32,8 @@ def command(
     verify: Annotated[bool, typer.Option("--verify", help="Also check every index file against its checksum.")] = False,
     index_dir: IndexDirOpt = None,
     models_dir: ModelsDirOpt = None,
+    target: TargetOpt = None,
+    index_kind: IndexKindOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show the index (generation, files, chunks, model, size, last ingest) and the downloaded models."""
@@ -29,10 +41,12 @@ def command(
     from rich.table import Table
 
     from ragcli.cli._output import out, print_json
+    from ragcli.config import INDEX_KINDS, TARGETS
     from ragcli.errors import IndexCorruptedError
-    from ragcli.status import index_summary
+    from ragcli.status import REMOTE_DETAILS, index_summary
 
-    settings = settings_from(index_dir=index_dir, models_dir=models_dir)
+    check_choices(("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS))
+    settings = settings_from(index_dir=index_dir, models_dir=models_dir, target=target, databricks_index_kind=index_kind)
     data = index_summary(settings, verify)
     if json_out:
         print_json(data)
@@ -48,6 +62,9 @@ def command(
             for key in ("generation", "files", "chunks", "embed_model", "dimension", "index_type", "size_bytes",
                         "last_ingest"):
                 table.add_row(key.replace("_", " "), str(idx[key]))
+            for key in REMOTE_DETAILS:
+                if key in idx:
+                    table.add_row(key.replace("_", " "), escape(str(idx[key])))
             table.add_row("splitter", ", ".join(f"{k}={v}" for k, v in idx["splitter"].items()))
             console.print(table)
         if data["models"]:

@@ -39,10 +39,10 @@ class Pipeline:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
                  generator: Generator | None = None) -> None:
         from ragcli.models import load_embedder, load_generator
-        from ragcli.targets import target_class
+        from ragcli.targets import settings_target_class
 
         self.settings = settings
-        self.reloads = target_class(settings.target).capabilities.reload
+        self.reloads = settings_target_class(settings).capabilities.reload
         self.generator = generator or load_generator(settings)
         self.embedder = embedder or load_embedder(settings)
         self._reload = threading.Lock()

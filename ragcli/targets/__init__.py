@@ -18,16 +18,29 @@ _TARGETS = {
     "local": ("ragcli.targets.local", "LocalTarget"),
     "databricks": ("ragcli.targets.databricks.target", "DatabricksTarget"),
 }
+# (target name, index kind) -> (module, class): kinds of index a target offers besides its default
+# (`--index-kind`, RAGCLI_DATABRICKS_INDEX_KIND). Same `kind` and capabilities' shape as the default.
+_INDEX_KINDS = {
+    ("databricks", "delta-sync"): ("ragcli.targets.delta_sync.target", "DeltaSyncTarget"),
+}
 
 
-def target_class(name: str) -> type[Target]:
+def target_class(name: str, index_kind: str | None = None) -> type[Target]:
+    """The class of target `name`; `index_kind` picks another kind of index of that target (None or
+    an unknown kind: the target's default, e.g. Direct Access for databricks)."""
     try:
-        module, cls = _TARGETS[name]
+        module, cls = _INDEX_KINDS.get((name, index_kind or "")) or _TARGETS[name]
     except KeyError:
         raise ConfigError(f"Unknown target {name!r}; use one of: {', '.join(_TARGETS)}.") from None
     return getattr(importlib.import_module(module), cls)
 
 
+def settings_target_class(settings: Settings) -> type[Target]:
+    """The class of the configured target (`settings.target` and its index kind)."""
+    return target_class(settings.target, settings.databricks_index_kind)
+
+
 def open_target(settings: Settings) -> Target:
-    """The configured target (`settings.target`), not yet opened or locked."""
-    return target_class(settings.target)(settings)
+    """The configured target (`settings.target`, and `settings.databricks_index_kind`), not yet opened
+    or locked."""
+    return settings_target_class(settings)(settings)

@@ -47,7 +47,9 @@ class Capabilities:
     idempotent and converges). `verify`: `verify()` checks stored data against checksums.
     `raw_search`: `raw_search` exists (bench's raw baseline). `reload`: `version()` is cheap, so a
     long-running reader (`ragcli serve`) polls it and opens the new content when it changes; a target
-    without it is searched live."""
+    without it is searched live. `embeds_text`: the target embeds the question itself (a managed-
+    embedding index), so `search` takes the question's `text` in dense mode too and no local model is
+    loaded for searching."""
 
     modes: frozenset[str]
     scratch_copy: bool = False
@@ -56,11 +58,13 @@ class Capabilities:
     raw_search: bool = False
     fusion_params: bool = True  # --fusion/--alpha apply (False where the service fuses hybrid itself)
     reload: bool = False
+    embeds_text: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"modes": sorted(self.modes), "scratch_copy": self.scratch_copy,
                 "atomic_publish": self.atomic_publish, "verify": self.verify, "raw_search": self.raw_search,
-                "fusion_params": self.fusion_params, "reload": self.reload}
+                "fusion_params": self.fusion_params, "reload": self.reload,
+                "embeds_text": self.embeds_text}
 
 
 @dataclass
