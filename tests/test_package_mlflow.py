@@ -345,3 +345,21 @@ def test_a_unity_catalog_name_needs_three_parts(cli, model_env, tmp_path):
     result = cli("package", "mlflow", tmp_path / "out", "--register", "ragcli_model")
     assert result.exit_code == 2 and "catalog.schema.model" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_delta_sync_package_declares_its_index_and_embedding_endpoint(cli, model_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("RAGCLI_DATABRICKS_INDEX_KIND", "delta-sync")
+    monkeypatch.setenv("RAGCLI_DATABRICKS_EMBEDDING_ENDPOINT", "bge-endpoint")
+    out = tmp_path / "dsync"
+    result = cli("package", "mlflow", out, "--target", "databricks", "--databricks-endpoint", "vs-endpoint",
+                 "--databricks-index", "main.rag.docs_index", "--no-verify", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.json()["resources"] == {"vector_search_index": ["main.rag.docs_index"],
+                                          "serving_endpoint": ["bge-endpoint"]}
+    import yaml
+
+    mlmodel = yaml.safe_load((out / "MLmodel").read_text())
+    assert mlmodel["resources"]["databricks"]["serving_endpoint"] == [{"name": "bge-endpoint"}]
+    settings = mlmodel["flavors"]["python_function"]["config"]["settings"]
+    assert settings["databricks_index_kind"] == "delta-sync"
+    assert settings["databricks_embedding_endpoint"] == "bge-endpoint"

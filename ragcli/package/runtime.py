@@ -32,6 +32,7 @@ MAX_TOP_K = 1000
 RECORDED = ("embed_model", "gen_model", "target", "splitter", "buffer_size", "breakpoint_percentile",
             "semantic_vectors", "max_chunk_tokens", "embed_batch_size", "index_type", "top_k", "mode", "fusion",
             "hybrid_alpha", "max_new_tokens", "databricks_host", "databricks_endpoint", "databricks_index",
+            "databricks_index_kind", "databricks_embedding_endpoint",
             "databricks_timeout", "databricks_retries", "databricks_backoff")
 
 
