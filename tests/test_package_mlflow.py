@@ -363,3 +363,37 @@ def test_a_delta_sync_package_declares_its_index_and_embedding_endpoint(cli, mod
     settings = mlmodel["flavors"]["python_function"]["config"]["settings"]
     assert settings["databricks_index_kind"] == "delta-sync"
     assert settings["databricks_embedding_endpoint"] == "bge-endpoint"
+
+
+# -- the export of a local index -----------------------------------------------------------------------
+def _export_and_compare(src: Path, dest: Path) -> str:
+    from ragcli.config import load_settings
+    from ragcli.store import LocalIndex
+    from ragcli.targets.local import LocalTarget
+
+    name = LocalTarget(load_settings({"index_dir": src})).export(dest)
+    assert (dest / "CURRENT").read_text().strip() == name
+    assert [p.name for p in dest.iterdir() if p.name.startswith("gen-")] == [name]  # one generation only
+    original, copy = LocalIndex(src).load_verified(), LocalIndex(dest).load_verified()
+    try:
+        assert [c.to_json() for c in copy.iter_chunks()] == [c.to_json() for c in original.iter_chunks()]
+        assert copy.embed == original.embed and copy.files == original.files
+    finally:
+        original.close()
+        copy.close()
+    return name
+
+
+def test_export_copies_the_published_generation_and_only_its_segments(packaged, tmp_path):
+    src = tmp_path / "index"
+    shutil.copytree(packaged["index_dir"], src)
+    name = _export_and_compare(src, tmp_path / "copy")
+    listed = json.loads((src / name / "manifest.json").read_text())["segments"]
+    assert sorted(p.name for p in (tmp_path / "copy" / "segments").iterdir()) == sorted(r["name"] for r in listed)
+
+
+def test_export_of_a_format_1_index(tmp_path):
+    src = tmp_path / "index"
+    shutil.copytree(REPO / "tests" / "data" / "format1" / "index", src)
+    _export_and_compare(src, tmp_path / "copy")
+    assert not (tmp_path / "copy" / "segments").exists()
