@@ -8,7 +8,7 @@ import sys
 import pytest
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "llama_index", "databricks", "bm25s", "huggingface_hub",
-         "fastapi", "starlette", "uvicorn", "pyspark", "pandas", "pyarrow", "deltalake")
+         "fastapi", "starlette", "uvicorn", "pyspark", "pandas", "pyarrow", "deltalake", "mlflow")
 
 
 def _heavy_after(code: str) -> list[str]:
@@ -22,7 +22,7 @@ def test_importing_the_cli_loads_no_heavy_library():
 
 
 @pytest.mark.parametrize("command", [[], ["ingest"], ["query"], ["bench"], ["download-model"], ["status"], ["index"],
-                                     ["serve"], ["spark-job"]])
+                                     ["serve"], ["spark-job"], ["package"], ["package", "mlflow"]])
 def test_help_loads_no_heavy_library(command):
     args = [*command, "--help"]
     assert _heavy_after(f"import sys\nfrom ragcli.cli.app import app\ntry:\n    app({args!r}, prog_name='ragcli')\n"

@@ -106,7 +106,7 @@ def _root(
 
 
 def _register() -> None:
-    from ragcli.cli import bench, download_model, ingest, query, serve, spark_job, status
+    from ragcli.cli import bench, download_model, ingest, package, query, serve, spark_job, status
 
     app.command("download-model", epilog=download_model.EPILOG)(boundary(download_model.command))
     app.command("ingest", epilog=ingest.EPILOG)(boundary(ingest.command))
@@ -118,6 +118,9 @@ def _register() -> None:
     for sub in status.index_app.registered_commands:
         sub.callback = boundary(sub.callback)
     app.add_typer(status.index_app, name="index")
+    for sub in package.package_app.registered_commands:
+        sub.callback = boundary(sub.callback)
+    app.add_typer(package.package_app, name="package")
 
 
 _register()

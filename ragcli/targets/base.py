@@ -169,6 +169,18 @@ class Target(ABC):
         Only where `capabilities.verify`."""
         raise NotImplementedError(f"{self.kind} cannot verify its data")
 
+    # -- packaging (ragcli package) ------------------------------------------------------------------
+    def export(self, dest: Path) -> str | None:
+        """Copy the published content into the new folder `dest` as a self-contained index a reader
+        can open alone, checked first; returns the name of what was copied. None where the content
+        is not ragcli's to copy (a remote index: the reader connects to it)."""
+        return None
+
+    def resources(self) -> dict[str, list[str]]:
+        """The remote services a deployed reader calls, by kind ("vector_search_index": names), so a
+        serving platform can pass credentials for them through. Empty for a self-contained target."""
+        return {}
+
 
 def content_manifest(plan: Plan) -> dict[str, Any]:
     """The part of a manifest every target records about its content: ragcli's version, the embedding

@@ -152,6 +152,27 @@ class LocalTarget(Target):
         """Check every byte of the published generation (raises when damaged)."""
         self.store.load_verified().close()
 
+    def export(self, dest: Path) -> str:
+        """Copy the published generation into the new folder `dest` as an index of that one generation
+        (CURRENT, the generation's own files, the segments it lists). Every byte is checked before it is
+        copied, and the copy is checked again; a damaged index is refused (IndexCorruptedError)."""
+        import shutil
+
+        from ragcli.store import SEGMENTS
+
+        dest.mkdir(parents=True)
+        gen = self.store.load_verified()
+        try:
+            shutil.copytree(gen.path, dest / gen.name)
+            for record in getattr(gen, "records", []):  # format 1 keeps everything in the generation folder
+                shutil.copytree(self.root / SEGMENTS / record["name"], dest / SEGMENTS / record["name"])
+            name = gen.name
+        finally:
+            gen.close()
+        (dest / "CURRENT").write_text(name + "\n", encoding="utf-8")
+        LocalIndex(dest).load_verified().close()
+        return name
+
 
 AUTO_FLAT_MAX = 100_000  # `--index-type auto`: exact search up to this many chunks, IVF above
 

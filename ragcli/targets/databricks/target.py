@@ -71,6 +71,9 @@ class DatabricksTarget(Target):
         assert self._client is not None
         return self._client.cfg
 
+    def resources(self) -> dict[str, list[str]]:
+        return {"vector_search_index": [self.settings.databricks_index]} if self.settings.databricks_index else {}
+
     def rebuild_hint(self) -> str:
         return "ragcli ingest --target databricks --rebuild <paths>"
 

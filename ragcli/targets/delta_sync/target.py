@@ -75,6 +75,14 @@ class DeltaSyncTarget(Target):
         self._held_ids: dict[str, set[str]] = {}  # file -> ids of its chunk rows in the table
         self._opened: IndexInfo | None = None
 
+    def resources(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        if self.settings.databricks_index:
+            found["vector_search_index"] = [self.settings.databricks_index]
+        if self.managed:  # a question is embedded by this endpoint when the index is queried
+            found["serving_endpoint"] = [str(self.settings.databricks_embedding_endpoint).strip()]
+        return found
+
     # -- connection --------------------------------------------------------------------------------
     def _connect(self, *, writing: bool) -> DeltaSyncClient:
         from ragcli.targets.databricks.client import client_class
