@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragcli.errors import ModelLoadError
+from ragcli.errors import ModelLoadError, RagcliError
 from ragcli.prompts import Prompt, StopText, cut_at_stop
 from ragcli.registry import resolve_model
 
@@ -48,14 +48,68 @@ _E5_PREFIXES = ("query: ", "passage: ")
 _LOCK = threading.Lock()
 
 
-def instructions_for(model_name: str) -> tuple[str, str]:
-    """(query instruction, text instruction) for a model name or repo id."""
+def instructions_for(model_name: str, path: str | Path | None = None) -> tuple[str, str]:
+    """(query instruction, text instruction) for a model name or repo id, read from the model's own files
+    where its folder (`path`) is known: the `prompts` of its config_sentence_transformers.json first, else
+    the repo id the folder was downloaded as (models folder lock file, or Hub cache folder name) looked up
+    like a name. So a model given as a folder path gets the same instructions as by its repo id."""
+    if path is not None:
+        folder = Path(path)
+        found = _configured_prompts(folder)
+        if found is not None:
+            return found
+        model_name = _recorded_repo_id(folder) or model_name
     key = model_name.lower()
     if key in _QUERY_INSTRUCTIONS:
         return _QUERY_INSTRUCTIONS[key], ""
     if "/e5-" in key or key.startswith("e5-") or "multilingual-e5" in key:
         return _E5_PREFIXES
     return "", ""
+
+
+def _configured_prompts(folder: Path) -> tuple[str, str] | None:
+    """(query, text) prompts of a sentence-transformers model folder; None where it names none."""
+    import json
+
+    try:
+        config = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    if not isinstance(prompts, dict):
+        return None
+
+    def first(*names: str) -> str:
+        for name in names:
+            value = prompts.get(name)
+            if isinstance(value, str) and value:
+                return value
+        return ""
+
+    query = first("query", "search_query", "retrieval.query")
+    text = first("document", "passage", "search_document", "retrieval.passage", "corpus")
+    return (query, text) if query or text else None
+
+
+def _recorded_repo_id(folder: Path) -> str | None:
+    """The Hub repo id a snapshot folder (`…/models--org--name/snapshots/<rev>`) was downloaded as: its
+    entry in the models folder's lock file, else the cache folder's name."""
+    from ragcli.registry import read_lock
+
+    try:
+        folder = folder.resolve()
+    except OSError:
+        return None
+    if folder.parent.name != "snapshots" or not folder.parent.parent.name.startswith("models--"):
+        return None
+    models_dir = folder.parents[2]
+    try:
+        for repo_id, entry in read_lock(models_dir).items():
+            if isinstance(entry, dict) and (models_dir / str(entry.get("snapshot", ""))).resolve() == folder:
+                return str(repo_id)
+    except (ModelLoadError, OSError, ValueError, RagcliError):
+        pass
+    return folder.parent.parent.name[len("models--"):].replace("--", "/", 1)
 
 
 @dataclass
@@ -202,7 +256,7 @@ def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> 
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from transformers import AutoTokenizer
 
-    query_instruction, text_instruction = instructions_for(model_id)
+    query_instruction, text_instruction = instructions_for(model_id, path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         hf = HuggingFaceEmbedding(
