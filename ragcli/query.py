@@ -66,6 +66,7 @@ class QueryResult:
     generation: str | None = None
     prompt_limit: int | None = None
     prompt_template: dict[str, Any] | None = None  # ragcli.prompts.prompt_template of the generator
+    fusion: dict[str, Any] | None = None  # hybrid mode: the fusion applied (Retriever.fusion_info)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -175,6 +176,8 @@ def answer(
             retriever = open_retriever(settings)
         timings["load_index"] = time.perf_counter() - t
         result.generation = retriever.info.name
+        if settings.mode == "hybrid":
+            result.fusion = retriever.fusion_info(settings.fusion, settings.hybrid_alpha)
         t = time.perf_counter()
         hits = retriever.search(question, settings.top_k, settings.mode, fusion=settings.fusion,
                                 alpha=settings.hybrid_alpha, timings=timings)

@@ -39,7 +39,7 @@ def command(
     context: Annotated[bool, typer.Option("--context", "-c", help="Retrieve passages from the index and answer from them.")] = False,
     compare: Annotated[bool, typer.Option("--compare", help="Answer with and without context, side by side.")] = False,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1, max=4096, help="Longest answer in tokens. Default 64.", show_default=False)] = None,
-    fusion: Annotated[str | None, typer.Option("--fusion", help="Hybrid mode: rrf (reciprocal rank) or weighted (score mix).", show_default=False)] = None,
+    fusion: Annotated[str | None, typer.Option("--fusion", help="Hybrid mode: adaptive (weighted with the α bench measured, else rrf), rrf (reciprocal rank) or weighted (score mix with --alpha). Default adaptive. Example: --fusion weighted --alpha 0.3", show_default=False)] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", min=0.0, max=1.0, help="Weighted fusion: weight of the dense score (0..1). Default 0.5.", show_default=False)] = None,
     top_k: TopKOpt = None,
     mode: ModeOpt = None,
