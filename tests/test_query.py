@@ -82,7 +82,7 @@ def test_bm25_finds_the_document_a_question_quotes(corpus, settings):
     assert retriever.search("HNSW neighbours per node", 3, "bm25")[0].file == "faiss.md"
 
 
-@pytest.mark.parametrize("fusion", ["rrf", "weighted"])
+@pytest.mark.parametrize("fusion", ["adaptive", "rrf", "weighted"])
 def test_hybrid_returns_known_chunks(corpus, settings, fusion):
     retriever = open_retriever(settings, mode="hybrid")
     hits = retriever.search("orchard table vacuum", 2, "hybrid", fusion=fusion, alpha=0.3)
