@@ -35,7 +35,7 @@ def _title(md: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def pages(site_packages: Path) -> list[tuple[str, str, str]]:
+def pages(site_packages: Path, names: bool = False) -> list[tuple[str, str, str]]:
     """(file name, title, text) of every usable page, in a stable order."""
     out = []
     for meta in sorted(site_packages.glob("*.dist-info/METADATA")):
@@ -45,7 +45,7 @@ def pages(site_packages: Path) -> list[tuple[str, str, str]]:
         if not isinstance(body, str) or len(body) < 800 or not name:
             continue
         title = f"{name}: {summary}" if summary and summary != "UNKNOWN" else name
-        out.append((f"pypi-{_slug(name)}.md", title, f"# {name}\n\n{body}"))
+        out.append((f"pypi-{_slug(name)}.md", name if names else title, f"# {name}\n\n{body}"))
     for pattern in DOC_GLOBS:
         root = Path(pattern).parent
         for path in sorted(root.glob(Path(pattern).name)):
@@ -62,19 +62,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--site-packages", type=Path, default=Path(sys.prefix) / "lib" /
                     f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages")
     ap.add_argument("--limit", type=int, default=400)
+    ap.add_argument("--names", action="store_true",
+                    help="ask by the page's short name only (\"What is aiohttp?\"): questions a small dense model finds hard")
     args = ap.parse_args(argv)
     docs = args.dest / "docs"
     docs.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     rows = []
-    for name, title, text in pages(args.site_packages)[: args.limit]:
+    for name, title, text in pages(args.site_packages, args.names)[: args.limit]:
         if name in seen:
             continue
         seen.add(name)
         (docs / name).write_text(text[:MAX_CHARS], encoding="utf-8")
-        rows.append({"id": f"h{len(rows) + 1}", "question": f"What is {title.rstrip('.')} and what is it used for?",
+        question = f"What is {title.rstrip('.')}?" if args.names else \
+            f"What is {title.rstrip('.')} and what is it used for?"
+        rows.append({"id": f"h{len(rows) + 1}", "question": question,
                      "answers": [title], "sources": [name]})
-    with (args.dest / "qa.jsonl").open("w", encoding="utf-8") as fh:
+    with (args.dest / ("qa-names.jsonl" if args.names else "qa.jsonl")).open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"{len(rows)} pages and questions in {args.dest}")

@@ -134,10 +134,13 @@ def render(result) -> None:  # QueryResult; kept untyped so this module stays li
             note += f", {a.passages_left_out} left out (generator input limit {result.prompt_limit} tokens)"
         if a.truncated:
             note += ", first passage shortened to fit"
+        if a.cut:
+            note += f", cut at {a.new_tokens} tokens (raise --max-new-tokens)"
         panels.append(Panel(escape(a.text) or "(empty answer)", title="With context", subtitle=note, expand=True))
     if result.without_context is not None:
-        panels.append(Panel(escape(result.without_context.text) or "(empty answer)", title="Without context",
-                            expand=True))
+        b = result.without_context
+        panels.append(Panel(escape(b.text) or "(empty answer)", title="Without context", expand=True,
+                            subtitle=f"cut at {b.new_tokens} tokens (raise --max-new-tokens)" if b.cut else None))
     console.print(f"[bold]Q:[/] {escape(result.question)}", markup=True, highlight=False)
     console.print(Columns(panels, equal=True, expand=True) if len(panels) > 1 else panels[0])
     render_sources(result)
