@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--limit", type=int)
     ap.add_argument("--rows", type=Path, help="write every answer here (JSON Lines)")
+    ap.add_argument("--summarise", action="store_true", help="only summarise the --rows file of an earlier run")
     args = ap.parse_args(argv)
+    if args.summarise:
+        return _summarise([json.loads(line) for line in args.rows.read_text(encoding="utf-8").splitlines()], None)
 
     from ragcli import metrics as M
     from ragcli import prompts
@@ -60,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = _generator(args.gen, args.gguf, args.max_new_tokens)
     old = prompts.TEMPLATES["seq2seq"]
     qa = load_qa(args.qa)[: args.limit]
-    scores: dict[str, dict[str, list[float]]] = {}
     rows = []
+    sink = args.rows.open("w", encoding="utf-8") if args.rows else None
     for n, row in enumerate(qa, 1):
         hits = retriever.search(row.question, args.k, args.mode)
         plan = build_prompt(row.question, hits, gen)
@@ -74,28 +77,34 @@ def main(argv: list[str] | None = None) -> int:
         }
         for case, prompt in cases.items():
             out = gen.generate(prompt, args.max_new_tokens)
-            s = scores.setdefault(case, {k: [] for k in ("exact_match", "token_f1", "contained", "token_recall",
-                                                         "cut", "tokens")})
-            s["exact_match"].append(M.exact_match(out.text, row.answers))
-            s["token_f1"].append(M.token_f1(out.text, row.answers))
-            s["contained"].append(M.answer_contained(out.text, row.answers))
-            s["token_recall"].append(M.token_recall(out.text, row.answers))
-            s["cut"].append(float(out.cut))
-            s["tokens"].append(float(out.tokens))
-            rows.append({"id": row.id, "case": case, "answer": out.text, "cut": out.cut, "tokens": out.tokens,
-                         "reference": row.answers})
+            rec = {"id": row.id, "case": case, "answer": out.text, "cut": out.cut, "tokens": out.tokens,
+                   "reference": row.answers, "exact_match": M.exact_match(out.text, row.answers),
+                   "token_f1": M.token_f1(out.text, row.answers),
+                   "contained": M.answer_contained(out.text, row.answers),
+                   "token_recall": M.token_recall(out.text, row.answers)}
+            rows.append(rec)
+            if sink:
+                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                sink.flush()
         print(f"{n}/{len(qa)}", file=sys.stderr, flush=True)
-    summary = {case: {k: round(M.mean(v), 4) for k, v in s.items()} for case, s in scores.items()}
-    for case in summary:
-        summary[case]["cut"] = int(sum(scores[case]["cut"]))
+    return _summarise(rows, {"generator": gen.model_id, "template": prompts.prompt_template(gen)["sha256"],
+                             "max_new_tokens": args.max_new_tokens})
+
+
+def _summarise(rows: list[dict], about: dict | None) -> int:
+    from ragcli import metrics as M
+
+    names = ("exact_match", "token_f1", "contained", "token_recall", "tokens")
+    summary: dict[str, dict[str, float]] = {}
+    for case in dict.fromkeys(r["case"] for r in rows):
+        mine = [r for r in rows if r["case"] == case]
+        summary[case] = {k: round(M.mean(float(r[k]) for r in mine), 4) for k in names}
+        summary[case]["cut"] = sum(bool(r["cut"]) for r in mine)
+        summary[case]["answers"] = len(mine)
     # Which metric separates with-context from without-context answers best (after the change)?
-    gap = {k: round(summary["after/context"][k] - summary["after/bare"][k], 4)
-           for k in ("exact_match", "token_f1", "contained", "token_recall")}
-    print(json.dumps({"questions": len(qa), "max_new_tokens": args.max_new_tokens, "generator": gen.model_id,
-                      "template": prompts.prompt_template(gen)["sha256"], "summary": summary,
-                      "context_minus_bare_after": gap}, indent=2))
-    if args.rows:
-        args.rows.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    gap = {k: round(summary["after/context"][k] - summary["after/bare"][k], 4) for k in names[:4]} \
+        if {"after/context", "after/bare"} <= set(summary) else {}
+    print(json.dumps({**(about or {}), "summary": summary, "context_minus_bare_after": gap}, indent=2))
     return 0
 
 

@@ -73,7 +73,7 @@ def evaluate(lists: list[dict], fusion) -> dict[str, float]:
         "dense": lambda d, s: ids(d),
         "bm25": lambda d, s: ids(s),
         "rrf": lambda d, s: ids(fusion.rrf([ids(d), ids(s)])),
-        **{f"weighted a={a}": (lambda a: lambda d, s: ids(fusion.weighted(d, s, alpha=a)))(a)
+        **{f"weighted a={a}": (lambda w: lambda d, s: ids(fusion.weighted(d, s, alpha=w)))(a)
            for a in (0.1, 0.3, 0.5, 0.7)},
     }
 
