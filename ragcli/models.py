@@ -339,14 +339,12 @@ class Generator:
     def _render(self, prompt: str | Prompt) -> str:
         """The text the tokenizer sees: chat messages through the chat template (a plain text becomes one
         user message there), anything else as it is."""
-        if isinstance(prompt, Prompt):
-            if not (self.kind == "causal" and self.chat_template and prompt.messages):
-                return prompt.flat()
+        if not (self.kind == "causal" and self.chat_template):
+            return prompt.flat() if isinstance(prompt, Prompt) else prompt
+        if isinstance(prompt, Prompt) and prompt.messages:
             messages = prompt.chat_messages()
-        elif self.kind == "causal" and self.chat_template:
-            messages = [{"role": "user", "content": prompt}]
         else:
-            return prompt
+            messages = [{"role": "user", "content": prompt.flat() if isinstance(prompt, Prompt) else prompt}]
         return str(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
     @property

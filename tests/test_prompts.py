@@ -187,3 +187,8 @@ def test_query_json_names_the_template_and_says_whether_answers_were_cut(cli, se
         assert isinstance(answer["cut"], bool) and isinstance(answer["tokens"], int)
         assert answer["new_tokens"] <= 4 and (answer["new_tokens"] == 4 or not answer["cut"])
     assert data["with_context"]["cut"]  # this random model does not end its answer within four tokens
+
+
+def test_a_plain_text_prompt_still_goes_through_the_chat_template(chat_gen):
+    text = chat_gen._render(Prompt(text="Question: why?"))
+    assert text == chat_gen._render("Question: why?") and text.startswith("<s>") and "<|user|>" in text
