@@ -11,8 +11,9 @@ Three templates, chosen from the loaded generator (`template_for`):
   the user turn makes a chat model continue a "Question: … Answer: …" pattern instead of answering.
 - `completion` (a causal model without a chat template): the seq2seq text, plus stop sequences.
 
-Causal models stop at the stop sequences too ("\\nQuestion:", "\\nPassage ", …): a small model that starts
-another question or invents another passage has finished its answer. The stop text itself is not part
+Causal models stop at the stop sequences too ("\\nQuestion:", "\\nPassage ", …; for chat also a blank line,
+since it was asked for one sentence): a small model that starts another question, invents another passage
+or a new paragraph has finished its answer. The stop text itself is not part
 of the answer.
 
 `prompt_template(generator)` gives the template in use as data (name, texts, stop sequences), so a run
@@ -53,6 +54,9 @@ CHAT_BARE = "Question: {question}"
 
 # A causal model that goes on after its answer starts the next turn of the pattern it was shown.
 CAUSAL_STOPS = ("\nQuestion:", "\nPassage ", "\nPassages:", "\nAnswer:", "\nUser:", "\nuser\n")
+# Asked for one sentence, a chat model that starts a new paragraph has finished its answer (a small one
+# otherwise repeats it, or goes on quoting the passages, until max_new_tokens).
+CHAT_STOPS = (*CAUSAL_STOPS, "\n\n")
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class Template:
 TEMPLATES = {
     "seq2seq": Template("seq2seq", SEQ2SEQ_CONTEXT, SEQ2SEQ_BARE),
     "chat": Template("chat", CHAT_CONTEXT, CHAT_BARE, system=CHAT_SYSTEM, bare_system=CHAT_BARE_SYSTEM,
-                     stop=CAUSAL_STOPS),
+                     stop=CHAT_STOPS),
     "completion": Template("completion", SEQ2SEQ_CONTEXT, SEQ2SEQ_BARE, stop=CAUSAL_STOPS),
 }
 

@@ -94,7 +94,7 @@ def test_chat_prompt_has_the_rules_in_the_system_message_and_no_trailing_cue(cha
     assert "only the numbered passages" in system and "briefly" in system and "do not know" in system
     assert "240 hours" not in system and "240 hours" in user and "Passage 1 (from doc1.md)" in user
     assert user.rstrip().endswith(QUESTION) and "Answer:" not in user
-    assert plan.prompt.stop == prompts.CAUSAL_STOPS
+    assert plan.prompt.stop == prompts.CHAT_STOPS and "\n\n" in plan.prompt.stop
     rendered = chat_gen._render(plan.prompt)
     assert rendered.index("<|system|>") < rendered.index("<|user|>") < rendered.index("240 hours")
     assert rendered.endswith("<|assistant|>\n")  # the template's own generation prompt opens the answer
