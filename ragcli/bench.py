@@ -326,7 +326,7 @@ def _bench_answers(qa: list[QARow], retriever: Any, generator: Any, mode: str, k
         with_ctx = generator.generate(plan.prompt, settings.max_new_tokens).text
         gen_ctx.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        without = generator.generate(bare_prompt(row.question), settings.max_new_tokens).text
+        without = generator.generate(bare_prompt(row.question, generator), settings.max_new_tokens).text
         gen_bare.append((time.perf_counter() - t) * 1000)
         for scores, text in ((ctx_scores, with_ctx), (bare_scores, without)):
             scores["exact_match"].append(M.exact_match(text, row.answers))

@@ -31,7 +31,7 @@ INDEX_KINDS = ("direct-access", "delta-sync")  # kinds of Databricks index (--in
 SPLITTERS = ("semantic", "sentence")
 SEMANTIC_VECTORS = ("pooled", "window")
 MODES = ("dense", "bm25", "hybrid")
-FUSIONS = ("rrf", "weighted")
+FUSIONS = ("adaptive", "rrf", "weighted")
 INDEX_TYPES = ("flat", "hnsw", "ivf", "auto")
 
 # Environment variables whose values are secrets wherever they appear.
@@ -89,7 +89,7 @@ class Settings:
     # Retrieval and generation
     top_k: int = 4
     mode: str = "dense"
-    fusion: str = "rrf"
+    fusion: str = "adaptive"  # weighted with the α bench measured (ragcli.calibration), else rrf
     hybrid_alpha: float = 0.5
     max_new_tokens: int = 64
     # Hub access (download-model only)

@@ -14,6 +14,12 @@ dense model blind fusion can lose to dense alone; `bench` measures every mode si
 
 Ids are chunk ids (any int). Input lists are best first; an id repeated inside one list counts only
 at its first (best) position.
+
+`adaptive` (the default) is `weighted` with the α measured on a QA set (`pick_alpha`: the α of a
+grid, 0 to 1, with the best hit@1 over the questions), so it is never below the better single list on
+that set: α = 0 and α = 1 reproduce the bm25 and the dense order. Equal-weight fusion is not: where one
+list is much weaker (a small dense model on a corpus of names and jargon), RRF falls several points of
+hit@1 below BM25 alone. Without a measured α it is `rrf`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["rrf", "weighted"]
+__all__ = ["ALPHA_GRID", "adaptive", "pick_alpha", "rrf", "weighted"]
 
 _NO_RANK = math.inf
 
@@ -130,3 +136,50 @@ def weighted(
         )
     )
     return scored if top is None else scored[:top]
+
+
+ALPHA_GRID = tuple(round(a / 10, 1) for a in range(11))  # 0.0, 0.1, …, 1.0
+
+
+def adaptive(
+    dense: Sequence[tuple[int, float]],
+    sparse: Sequence[tuple[int, float]],
+    alpha: float | None,
+    top: int | None = None,
+) -> list[tuple[int, float]]:
+    """The default fusion: `weighted` with the measured `alpha` (see `pick_alpha`), or `rrf` of the two
+    lists' orders when none was measured (`alpha` None)."""
+    if alpha is None:
+        return rrf([[doc_id for doc_id, _ in dense], [doc_id for doc_id, _ in sparse]], top=top)
+    return weighted(dense, sparse, alpha=alpha, top=top)
+
+
+def pick_alpha(
+    queries: Sequence[tuple[Sequence[tuple[int, float]], Sequence[tuple[int, float]], set[int]]],
+    grid: Sequence[float] = ALPHA_GRID,
+) -> tuple[float, dict[float, dict[str, float]]]:
+    """The α of `grid` whose `weighted` fusion ranks a relevant id first for the most queries.
+
+    `queries` are (dense list, sparse list, relevant ids) per question, the lists best first as for
+    `weighted`. Ties go to the better mean reciprocal rank of the first relevant id (within the fused
+    lists), then to the α nearer 0.5 (the least committed), then to the smaller α. Returns (α, {α:
+    {"hit@1": …, "mrr": …}}) with every α of the grid, unrounded.
+
+    Raises ValueError if `queries` or `grid` is empty or an α is outside [0, 1].
+    """
+    if not queries:
+        raise ValueError("pick_alpha needs at least one query")
+    if not grid:
+        raise ValueError("pick_alpha needs a non-empty grid")
+    table: dict[float, dict[str, float]] = {}
+    for alpha in grid:
+        hits: list[float] = []
+        rrs: list[float] = []
+        for dense, sparse, relevant in queries:
+            fused = [doc_id for doc_id, _ in weighted(dense, sparse, alpha=alpha)]
+            first = next((rank for rank, doc_id in enumerate(fused, 1) if doc_id in relevant), None)
+            hits.append(1.0 if first == 1 else 0.0)
+            rrs.append(1.0 / first if first else 0.0)
+        table[alpha] = {"hit@1": math.fsum(hits) / len(hits), "mrr": math.fsum(rrs) / len(rrs)}
+    best = min(table, key=lambda a: (-table[a]["hit@1"], -table[a]["mrr"], abs(a - 0.5), a))
+    return best, table

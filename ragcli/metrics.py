@@ -260,3 +260,33 @@ def percentiles(samples: Sequence[float], ps: Iterable[float] = (50, 95, 99)) ->
         value = a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)
         out[_percentile_key(p)] = value
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Length-robust answer metrics (issue 17): a right answer inside a sentence is not penalised for the
+# sentence around it, as token F1's precision does. `answer_contained` above is the all-or-nothing
+# form; `token_recall` the graded one.
+# --------------------------------------------------------------------------------------------------
+
+
+def token_recall(prediction: str, answers: Sequence[str]) -> float:
+    """Best recall of an answer's normalised tokens in the normalised prediction: the share of the
+    answer's words (counted as often as they occur, as in token F1) that the prediction holds, whatever
+    else it says. An answer that normalises to no tokens scores 1.0 against an empty prediction and 0.0
+    otherwise (as token F1 does).
+
+    Raises ValueError if `answers` is empty.
+    """
+    _check_answers(answers)
+    pred = Counter(normalize_answer(prediction).split())
+    best = 0.0
+    for answer in answers:
+        tokens = normalize_answer(answer).split()
+        if not tokens:
+            best = max(best, 1.0 if not pred else 0.0)
+            continue
+        overlap = sum((Counter(tokens) & pred).values())
+        best = max(best, overlap / len(tokens))
+    return best
+
+__all__ += ["token_recall"]

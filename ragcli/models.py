@@ -18,13 +18,15 @@ torch, transformers and llama_index are imported inside functions only.
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragcli.errors import ModelLoadError
+from ragcli.errors import ModelLoadError, RagcliError
+from ragcli.prompts import Prompt, StopText, cut_at_stop
 from ragcli.registry import resolve_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,14 +48,68 @@ _E5_PREFIXES = ("query: ", "passage: ")
 _LOCK = threading.Lock()
 
 
-def instructions_for(model_name: str) -> tuple[str, str]:
-    """(query instruction, text instruction) for a model name or repo id."""
+def instructions_for(model_name: str, path: str | Path | None = None) -> tuple[str, str]:
+    """(query instruction, text instruction) for a model name or repo id, read from the model's own files
+    where its folder (`path`) is known: the `prompts` of its config_sentence_transformers.json first, else
+    the repo id the folder was downloaded as (models folder lock file, or Hub cache folder name) looked up
+    like a name. So a model given as a folder path gets the same instructions as by its repo id."""
+    if path is not None:
+        folder = Path(path)
+        found = _configured_prompts(folder)
+        if found is not None:
+            return found
+        model_name = _recorded_repo_id(folder) or model_name
     key = model_name.lower()
     if key in _QUERY_INSTRUCTIONS:
         return _QUERY_INSTRUCTIONS[key], ""
     if "/e5-" in key or key.startswith("e5-") or "multilingual-e5" in key:
         return _E5_PREFIXES
     return "", ""
+
+
+def _configured_prompts(folder: Path) -> tuple[str, str] | None:
+    """(query, text) prompts of a sentence-transformers model folder; None where it names none."""
+    import json
+
+    try:
+        config = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    if not isinstance(prompts, dict):
+        return None
+
+    def first(*names: str) -> str:
+        for name in names:
+            value = prompts.get(name)
+            if isinstance(value, str) and value:
+                return value
+        return ""
+
+    query = first("query", "search_query", "retrieval.query")
+    text = first("document", "passage", "search_document", "retrieval.passage", "corpus")
+    return (query, text) if query or text else None
+
+
+def _recorded_repo_id(folder: Path) -> str | None:
+    """The Hub repo id a snapshot folder (`…/models--org--name/snapshots/<rev>`) was downloaded as: its
+    entry in the models folder's lock file, else the cache folder's name."""
+    from ragcli.registry import read_lock
+
+    try:
+        folder = folder.resolve()
+    except OSError:
+        return None
+    if folder.parent.name != "snapshots" or not folder.parent.parent.name.startswith("models--"):
+        return None
+    models_dir = folder.parents[2]
+    try:
+        for repo_id, entry in read_lock(models_dir).items():
+            if isinstance(entry, dict) and (models_dir / str(entry.get("snapshot", ""))).resolve() == folder:
+                return str(repo_id)
+    except (ModelLoadError, OSError, ValueError, RagcliError):
+        pass
+    return folder.parent.parent.name[len("models--"):].replace("--", "/", 1)
 
 
 @dataclass
@@ -226,8 +282,8 @@ def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> 
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from transformers import AutoTokenizer
 
-    query_instruction, text_instruction = instructions_for(model_id)
     check_readable(path)
+    query_instruction, text_instruction = instructions_for(model_id, path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         hf = HuggingFaceEmbedding(
@@ -290,6 +346,8 @@ class Completion:
     text: str
     prompt_tokens: int
     new_tokens: int
+    cut: bool = False  # ended without the model's end token or a stop sequence (max_new_tokens, or stopped early)
+    tokens: int = 0  # generator tokens of `text`, the answer as returned (no stop sequence, no special tokens)
 
 
 @dataclass
@@ -305,26 +363,28 @@ class Generator:
     _tokenizer: Any = field(repr=False)
     chat_template: bool = False
 
-    def _render(self, prompt: str) -> str:
-        if self.kind == "causal" and self.chat_template:
-            return str(
-                self._tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-                )
-            )
-        return prompt
+    def _render(self, prompt: str | Prompt) -> str:
+        """The text the tokenizer sees: chat messages through the chat template (a plain text becomes one
+        user message there), anything else as it is."""
+        if not (self.kind == "causal" and self.chat_template):
+            return prompt.flat() if isinstance(prompt, Prompt) else prompt
+        if isinstance(prompt, Prompt) and prompt.messages:
+            messages = prompt.chat_messages()
+        else:
+            messages = [{"role": "user", "content": prompt.flat() if isinstance(prompt, Prompt) else prompt}]
+        return str(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
     @property
     def _add_special_tokens(self) -> bool:
         # A rendered chat template already holds the special tokens.
         return self.kind == "seq2seq" or not self.chat_template
 
-    def count_tokens(self, prompt: str) -> int:
+    def count_tokens(self, prompt: str | Prompt) -> int:
         """Tokens the model will see for `prompt` (chat template and special tokens included)."""
         enc = self._tokenizer(self._render(prompt), add_special_tokens=self._add_special_tokens, verbose=False)
         return len(enc["input_ids"])
 
-    def _inputs(self, prompt: str) -> dict[str, Any]:
+    def _inputs(self, prompt: str | Prompt) -> dict[str, Any]:
         enc = self._tokenizer(
             self._render(prompt),
             return_tensors="pt",
@@ -342,27 +402,60 @@ class Generator:
             pad = self._tokenizer.eos_token_id
         return {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1, "pad_token_id": pad}
 
-    def _completion(self, inputs: dict[str, Any], output: Any) -> Completion:
-        prompt_len = int(inputs["input_ids"].shape[1])
-        ids = output[0] if self.kind == "seq2seq" else output[0][prompt_len:]
-        text = self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
-        return Completion(text=text.strip(), prompt_tokens=prompt_len, new_tokens=int(len(ids)))
+    def _new_ids(self, inputs: dict[str, Any], sequence: Any) -> Any:
+        return sequence if self.kind == "seq2seq" else sequence[int(inputs["input_ids"].shape[1]):]
 
-    def generate(self, prompt: str, max_new_tokens: int = 64, *,
+    def _decode(self, ids: Any) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True))
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        config = getattr(self._model, "generation_config", None)
+        for value in (getattr(config, "eos_token_id", None), self._tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(v for v in value if isinstance(v, int))
+        return ids
+
+    def _completion(self, inputs: dict[str, Any], output: Any, stops: tuple[str, ...] = ()) -> Completion:
+        prompt_len = int(inputs["input_ids"].shape[1])
+        ids = self._new_ids(inputs, output[0])
+        text, hit = cut_at_stop(self._decode(ids), stops)
+        text = text.strip()
+        ended = len(ids) > 0 and int(ids[-1]) in self._eos_ids()
+        tokens = len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) if text else 0
+        return Completion(text=text, prompt_tokens=prompt_len, new_tokens=int(len(ids)), cut=not (ended or hit),
+                          tokens=tokens)
+
+    def _stop_criteria(self, inputs: dict[str, Any], stops: tuple[str, ...],
+                       stop: Callable[[], bool] | None) -> Any:
+        from transformers import StoppingCriteriaList
+
+        criteria = StoppingCriteriaList()
+        if stop is not None:
+            criteria.append(_stopping(stop))
+        if stops:
+            criteria.append(_stop_sequences(self, inputs, stops))
+        return criteria
+
+    def generate(self, prompt: str | Prompt, max_new_tokens: int = 64, *,
                  stop: Callable[[], bool] | None = None) -> Completion:
         """Greedy answer to `prompt`. `stop`, if given, is asked after every token; when it returns True
-        the generation ends there (the completion is what was generated so far)."""
+        the generation ends there (the completion is what was generated so far). A `Prompt`'s stop
+        sequences end the generation too, and are cut from the answer."""
         import torch
 
+        stops = prompt.stop if isinstance(prompt, Prompt) else ()
         inputs = self._inputs(prompt)
         kwargs = self._generate_kwargs(max_new_tokens)
-        if stop is not None:
-            kwargs["stopping_criteria"] = _stopping(stop)
+        if stop is not None or stops:
+            kwargs["stopping_criteria"] = self._stop_criteria(inputs, stops, stop)
         with torch.inference_mode():
             output = self._model.generate(**inputs, **kwargs)
-        return self._completion(inputs, output)
+        return self._completion(inputs, output, stops)
 
-    def stream(self, prompt: str, max_new_tokens: int = 64) -> TokenStream:
+    def stream(self, prompt: str | Prompt, max_new_tokens: int = 64) -> TokenStream:
         """Generate like `generate`, yielding text pieces as they are decoded.
 
         Iterate the result for the pieces; once it is exhausted, `.completion` holds the same
@@ -383,8 +476,8 @@ class Generator:
 
 
 def _stopping(stop: Callable[[], bool]) -> Any:
-    """transformers stopping criteria that end the generation once `stop()` is true."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    """A transformers stopping criterion that ends the generation once `stop()` is true."""
+    from transformers import StoppingCriteria
 
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -392,7 +485,22 @@ def _stopping(stop: Callable[[], bool]) -> Any:
 
             return torch.full((input_ids.shape[0],), bool(stop()), dtype=torch.bool, device=input_ids.device)
 
-    return StoppingCriteriaList([_Stop()])
+    return _Stop()
+
+
+def _stop_sequences(generator: Generator, inputs: dict[str, Any], stops: tuple[str, ...]) -> Any:
+    """A stopping criterion that ends the generation once the text generated so far holds a stop sequence
+    (decoded the way the answer is, so it stops exactly where `cut_at_stop` cuts)."""
+    from transformers import StoppingCriteria
+
+    class _StopText(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            hit = [cut_at_stop(generator._decode(generator._new_ids(inputs, row)), stops)[1] for row in input_ids]
+            return torch.tensor(hit, dtype=torch.bool, device=input_ids.device)
+
+    return _StopText()
 
 
 class TokenStream:
@@ -401,19 +509,20 @@ class TokenStream:
     `model.generate` runs in a background thread with transformers' `TextIteratorStreamer`; an error
     there is raised here, in the reading thread, once the pieces before it are read."""
 
-    def __init__(self, generator: Generator, prompt: str, max_new_tokens: int) -> None:
+    def __init__(self, generator: Generator, prompt: str | Prompt, max_new_tokens: int) -> None:
         from transformers import TextIteratorStreamer
 
         self.completion: Completion | None = None
         self._stop = threading.Event()
         self._generator = generator
+        self._stops = prompt.stop if isinstance(prompt, Prompt) else ()
         self._inputs = generator._inputs(prompt)
         self._streamer = TextIteratorStreamer(generator._tokenizer, skip_prompt=True, skip_special_tokens=True,
                                               clean_up_tokenization_spaces=True)
         self._output: Any = None
         self._error: BaseException | None = None
         kwargs = {**self._inputs, **generator._generate_kwargs(max_new_tokens), "streamer": self._streamer,
-                  "stopping_criteria": _stopping(self._stop.is_set)}
+                  "stopping_criteria": generator._stop_criteria(self._inputs, self._stops, self._stop.is_set)}
         self._thread = threading.Thread(target=self._run, args=(kwargs,), name="ragcli-generate", daemon=True)
         self._thread.start()
 
@@ -428,11 +537,16 @@ class TokenStream:
             self._streamer.end()  # wake the reader, which re-raises
 
     def __iter__(self) -> Iterator[str]:
-        # `generate` strips the answer; the stream holds back whitespace until text follows it, so the
-        # pieces joined are exactly `completion.text`.
+        # `generate` strips the answer and cuts it at a stop sequence; the stream holds back whitespace
+        # until text follows it, and text that may be the start of a stop sequence until it is known not
+        # to be, so the pieces joined are exactly `completion.text`.
         held = ""
         started = False
-        for piece in self._streamer:
+        stops = StopText(self._stops)
+        for raw in itertools.chain(self._streamer, [None]):
+            piece = stops.finish() if raw is None else stops.feed(raw)
+            if stops.hit:
+                self._stop.set()  # the answer is complete: end the generation at the next token
             text = piece.rstrip()
             if text:
                 out = (held + text) if started else (held + text).lstrip()
@@ -449,7 +563,7 @@ class TokenStream:
     def _join(self) -> None:
         self._thread.join()
         if self._error is None and self.completion is None:
-            self.completion = self._generator._completion(self._inputs, self._output)
+            self.completion = self._generator._completion(self._inputs, self._output, self._stops)
 
     def close(self) -> None:
         """Stop the generation (if still running) and wait for it; `completion` is then what was generated

@@ -2,8 +2,10 @@
 
 A target answers the modes it has natively (`Target.capabilities.modes`). Hybrid retrieval is the
 target's own where it has one (Databricks fuses on the service); otherwise ragcli asks the target for
-a dense and a bm25 list from a candidate depth above k and fuses them (`ragcli.fusion`: reciprocal
-rank fusion, or a weighted sum of per-query min-max normalised scores).
+a dense and a bm25 list from a candidate depth of max(50, k) (so the top results do not depend on k)
+and fuses them (`ragcli.fusion`): `adaptive` (the default) with the weight measured on a QA set and
+recorded beside the index (`ragcli.calibration`; reciprocal rank fusion where none was measured),
+`rrf`, or `weighted` with a given α.
 
 Scores: `dense` is the cosine similarity of question and chunk; `bm25` the target's BM25 score;
 `hybrid` the fused score.
@@ -22,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ragcli.models import Embedder
     from ragcli.targets.base import IndexInfo, Target
 
-HYBRID_DEPTH = 4  # fuse from this many times k candidates of each list
+HYBRID_DEPTH = 50  # fuse from this many candidates of each list (k when k is larger), whatever k is
 MODES = ("dense", "bm25", "hybrid")
 
 
@@ -35,6 +37,58 @@ class Retriever:
         self.info = info
         self.embedder = embedder
         self._settings = settings
+        self._calibration: dict | None | bool = False  # False: not read yet
+
+    @property
+    def calibration(self) -> dict | None:
+        """The hybrid weight measured for this content (`ragcli.calibration`), or None."""
+        if self._calibration is False:
+            from ragcli import calibration
+
+            self._calibration = calibration.load(self._settings.index_dir) if self._settings is not None else None
+        return self._calibration  # type: ignore[return-value]
+
+    @calibration.setter
+    def calibration(self, record: dict | None) -> None:
+        self._calibration = record
+
+    @staticmethod
+    def depth(k: int) -> int:
+        """Candidates of each list that ragcli's hybrid fusion starts from."""
+        return max(HYBRID_DEPTH, k)
+
+    def fusion_info(self, fusion: str, alpha: float) -> dict:
+        """Which fusion `search(mode="hybrid", fusion=…, alpha=…)` applies here, and with which weight."""
+        if "hybrid" in self.target.capabilities.modes:
+            return {"fusion": "native"}
+        if fusion == "weighted":
+            return {"fusion": "weighted", "alpha": alpha}
+        if fusion == "adaptive":
+            record = self.calibration
+            if record is None:
+                return {"fusion": "adaptive", "applied": "rrf", "alpha": None}
+            return {"fusion": "adaptive", "applied": "weighted", "alpha": float(record["alpha"]),
+                    "measured_on": record.get("qa_file"), "questions": record.get("questions")}
+        return {"fusion": "rrf"}
+
+    def candidate_lists(self, question: str, k: int = 1,
+                        timings: dict[str, float] | None = None) -> tuple[list[Hit], list[Hit]]:
+        """The dense and the bm25 candidates hybrid fusion starts from (`depth(k)` of each)."""
+        timings = {} if timings is None else timings
+        t = time.perf_counter()
+        vector = self._embedder().embed_query(question)
+        timings["embed_question"] = time.perf_counter() - t
+        return self._lists(question, vector, self.depth(k), timings)
+
+    def _lists(self, question: str, vector: object, depth: int,
+               timings: dict[str, float]) -> tuple[list[Hit], list[Hit]]:
+        t = time.perf_counter()
+        dense = self.target.search("dense", depth, vector=vector)
+        timings["search_dense"] = time.perf_counter() - t
+        t = time.perf_counter()
+        sparse = self.target.search("bm25", depth, text=question)
+        timings["search_bm25"] = time.perf_counter() - t
+        return dense, sparse
 
     def _embedder(self) -> Embedder:
         if self.embedder is None:
@@ -43,7 +97,7 @@ class Retriever:
             self.embedder = load_checked_embedder(self.target, self.info, self._settings)
         return self.embedder
 
-    def search(self, question: str, k: int, mode: str, *, fusion: str = "rrf", alpha: float = 0.5,
+    def search(self, question: str, k: int, mode: str, *, fusion: str = "adaptive", alpha: float = 0.5,
                timings: dict[str, float] | None = None) -> list[Hit]:
         """The top `k` chunks for `question`, best first. `timings` receives seconds per stage."""
         timings = {} if timings is None else timings
@@ -62,22 +116,24 @@ class Retriever:
             hits = self.target.search(mode, k, vector=vector, text=question if mode != "dense" or embeds_text else None)
             timings[f"search_{mode}"] = time.perf_counter() - t
             return hits
-        # Hybrid fused by ragcli, from a depth above k so fusion can promote what either list ranks lower.
-        depth = k * HYBRID_DEPTH
-        t = time.perf_counter()
-        dense = self.target.search("dense", depth, vector=vector)
-        timings["search_dense"] = time.perf_counter() - t
-        t = time.perf_counter()
-        sparse = self.target.search("bm25", depth, text=question)
-        timings["search_bm25"] = time.perf_counter() - t
+        # Hybrid fused by ragcli, from a fixed depth above k so fusion can promote what either list ranks
+        # lower, and the top results are the same whatever k is.
+        dense, sparse = self._lists(question, vector, self.depth(k), timings)
         from ragcli import fusion as fusion_mod
 
         t = time.perf_counter()
+        scored_dense = [(h.chunk_id, h.score) for h in dense]
+        scored_sparse = [(h.chunk_id, h.score) for h in sparse]
         if fusion == "weighted":
-            ranked = fusion_mod.weighted([(h.chunk_id, h.score) for h in dense], [(h.chunk_id, h.score) for h in sparse],
-                                         alpha=alpha, top=k)
-        else:
+            ranked = fusion_mod.weighted(scored_dense, scored_sparse, alpha=alpha, top=k)
+        elif fusion == "adaptive":
+            record = self.calibration
+            ranked = fusion_mod.adaptive(scored_dense, scored_sparse, None if record is None else float(record["alpha"]),
+                                         top=k)
+        elif fusion == "rrf":
             ranked = fusion_mod.rrf([[h.chunk_id for h in dense], [h.chunk_id for h in sparse]], top=k)
+        else:
+            raise UsageError(f"Unknown fusion {fusion!r}; use one of: adaptive, rrf, weighted.")
         timings["fuse"] = time.perf_counter() - t
         by_id = {h.chunk_id: h for h in (*sparse, *dense)}
         return [Hit(chunk_id=cid, file=by_id[cid].file, position=by_id[cid].position, score=round(float(score), 6),

@@ -26,9 +26,10 @@ def test_prompt_keeps_best_first_and_reports_what_was_left_out(settings):
     plan = build_prompt("Which fact?", hits, gen)
     assert plan.tokens <= gen.max_input_tokens
     assert 2 <= plan.used < len(hits) and plan.used + plan.left_out == len(hits)
-    assert "Passage text number 1." in plan.prompt
-    assert plan.prompt.index("Passage 1 ") < plan.prompt.index(f"Passage {plan.used} ")
-    assert f"Passage text number {plan.used + 1}." not in plan.prompt
+    text = plan.prompt.flat()
+    assert "Passage text number 1." in text
+    assert text.index("Passage 1 ") < text.index(f"Passage {plan.used} ")
+    assert f"Passage text number {plan.used + 1}." not in text
     assert not plan.truncated
 
 
@@ -44,7 +45,7 @@ def test_everything_fits_when_small(settings):
     gen = load_generator(settings)
     plan = build_prompt("What?", [_hit(1, "one"), _hit(2, "two")], gen)
     assert (plan.used, plan.left_out, plan.truncated) == (2, 0, False)
-    assert plan.prompt == CONTEXT_PROMPT.format(passages="Passage 1 (from a.md):\none\n\nPassage 2 (from a.md):\ntwo",
+    assert plan.prompt.text == CONTEXT_PROMPT.format(passages="Passage 1 (from a.md):\none\n\nPassage 2 (from a.md):\ntwo",
                                                 question="What?")
 
 
@@ -81,7 +82,7 @@ def test_bm25_finds_the_document_a_question_quotes(corpus, settings):
     assert retriever.search("HNSW neighbours per node", 3, "bm25")[0].file == "faiss.md"
 
 
-@pytest.mark.parametrize("fusion", ["rrf", "weighted"])
+@pytest.mark.parametrize("fusion", ["adaptive", "rrf", "weighted"])
 def test_hybrid_returns_known_chunks(corpus, settings, fusion):
     retriever = open_retriever(settings, mode="hybrid")
     hits = retriever.search("orchard table vacuum", 2, "hybrid", fusion=fusion, alpha=0.3)

@@ -40,7 +40,7 @@ def command(
     context: Annotated[bool, typer.Option("--context", "-c", help="Retrieve passages from the index and answer from them.")] = False,
     compare: Annotated[bool, typer.Option("--compare", help="Answer with and without context, side by side.")] = False,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1, max=4096, help="Longest answer in tokens. Default 64.", show_default=False)] = None,
-    fusion: Annotated[str | None, typer.Option("--fusion", help="Hybrid mode: rrf (reciprocal rank) or weighted (score mix).", show_default=False)] = None,
+    fusion: Annotated[str | None, typer.Option("--fusion", help="Hybrid mode: adaptive (weighted with the α bench measured, else rrf), rrf (reciprocal rank) or weighted (score mix with --alpha). Default adaptive. Example: --fusion weighted --alpha 0.3", show_default=False)] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", min=0.0, max=1.0, help="Weighted fusion: weight of the dense score (0..1). Default 0.5.", show_default=False)] = None,
     top_k: TopKOpt = None,
     mode: ModeOpt = None,
@@ -136,10 +136,13 @@ def render(result) -> None:  # QueryResult; kept untyped so this module stays li
             note += f", {a.passages_left_out} left out (generator input limit {result.prompt_limit} tokens)"
         if a.truncated:
             note += ", first passage shortened to fit"
+        if a.cut:
+            note += f", cut at {a.new_tokens} tokens (raise --max-new-tokens)"
         panels.append(Panel(escape(a.text) or "(empty answer)", title="With context", subtitle=note, expand=True))
     if result.without_context is not None:
-        panels.append(Panel(escape(result.without_context.text) or "(empty answer)", title="Without context",
-                            expand=True))
+        b = result.without_context
+        panels.append(Panel(escape(b.text) or "(empty answer)", title="Without context", expand=True,
+                            subtitle=f"cut at {b.new_tokens} tokens (raise --max-new-tokens)" if b.cut else None))
     console.print(f"[bold]Q:[/] {escape(result.question)}", markup=True, highlight=False)
     console.print(Columns(panels, equal=True, expand=True) if len(panels) > 1 else panels[0])
     render_sources(result)
