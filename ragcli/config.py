@@ -32,6 +32,7 @@ SEMANTIC_VECTORS = ("pooled", "window")
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
 INDEX_TYPES = ("flat", "hnsw")
+EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")  # ragcli.onnx_embed.BACKENDS (kept here: config imports nothing)
 
 # Environment variables whose values are secrets wherever they appear.
 SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "RAGCLI_API_KEY")
@@ -80,6 +81,7 @@ class Settings:
     semantic_vectors: str = "window"
     max_chunk_tokens: int = 256
     embed_batch_size: int = 32
+    embed_backend: str = "torch"  # torch (sentence-transformers), onnx (ONNX Runtime fp32) or onnx-int8
     index_type: str | None = None  # None: keep the index's own type (flat for a new index)
     # Retrieval and generation
     top_k: int = 4
@@ -207,6 +209,7 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "semantic_vectors": (("RAGCLI_SEMANTIC_VECTORS",), _parser_choice(SEMANTIC_VECTORS)),
     "max_chunk_tokens": (("RAGCLI_MAX_CHUNK_TOKENS",), _parser_int(16, 8192)),
     "embed_batch_size": (("RAGCLI_EMBED_BATCH_SIZE",), _parser_int(1, 4096)),
+    "embed_backend": (("RAGCLI_EMBED_BACKEND",), _parser_choice(EMBED_BACKENDS)),
     "index_type": (("RAGCLI_INDEX_TYPE",), _parser_choice(INDEX_TYPES)),
     "top_k": (("RAGCLI_TOP_K",), _parser_int(1, 1000)),
     "mode": (("RAGCLI_MODE",), _parser_choice(MODES)),

@@ -72,6 +72,8 @@ class Embedder:
     _tokenizer: Any = field(repr=False)
     texts_embedded: int = 0
     calls: int = 0
+    backend: str = "torch"  # "torch" (sentence-transformers) or "onnx" (ONNX Runtime, ragcli.onnx_embed)
+    quantization: str = "none"  # "none" or "int8" (onnx only)
 
     # -- token accounting ---------------------------------------------------------------------
     def token_ids(self, text: str) -> list[int]:
@@ -154,6 +156,8 @@ class Embedder:
             "normalize": True,
             "query_instruction": self.query_instruction,
             "text_instruction": self.text_instruction,
+            "backend": self.backend,
+            "quantization": self.quantization,
         }
 
 
@@ -195,8 +199,11 @@ def _llama_adapter(embedder: Embedder) -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> Embedder:
+def _load_embedder(path: str, model_id: str, revision: str, batch_size: int, backend: str = "torch",
+                   models_dir: str = "", onnx_file: str | None = None) -> Embedder:
     _quiet_libraries()
+    if backend != "torch":
+        return _load_onnx_embedder(path, model_id, revision, batch_size, backend, models_dir, onnx_file)
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from transformers import AutoTokenizer
 
@@ -236,6 +243,44 @@ def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> 
     )
 
 
+def _load_onnx_embedder(path: str, model_id: str, revision: str, batch_size: int, backend: str,
+                        models_dir: str, onnx_file: str | None) -> Embedder:
+    """The same model run through ONNX Runtime (ragcli.onnx_embed): same tokenizer, pooling and
+    normalisation as the torch backend; `backend` "onnx" (fp32) or "onnx-int8"."""
+    from ragcli.onnx_embed import backend_parts, load_onnx_encoder
+
+    _, quantization = backend_parts(backend)
+    query_instruction, text_instruction = instructions_for(model_id)
+    encoder, tokenizer = load_onnx_encoder(Path(path), revision, Path(models_dir or path), quantization, batch_size,
+                                           query_instruction, text_instruction,
+                                           onnx_file=Path(onnx_file) if onnx_file else None)
+    probe = encoder.get_text_embedding("dimension probe")
+    return Embedder(
+        model_id=model_id,
+        revision=revision,
+        path=Path(path),
+        dim=len(probe),
+        max_tokens=encoder.max_length,
+        query_instruction=query_instruction,
+        text_instruction=text_instruction,
+        batch_size=batch_size,
+        _hf=encoder,
+        _tokenizer=tokenizer,
+        backend="onnx",
+        quantization=quantization,
+    )
+
+
+def embedding_backend(settings: Settings, embedder: Embedder | None = None) -> tuple[str, str]:
+    """(backend, quantization) of the embedder this run uses: the loaded `embedder`'s, else the
+    configured one's ("torch"/"onnx", "none"/"int8"). Recorded in the index manifest beside the model."""
+    if embedder is not None:
+        return embedder.backend, embedder.quantization
+    from ragcli.onnx_embed import backend_parts
+
+    return backend_parts(settings.embed_backend)
+
+
 def embedding_identity(settings: Settings, embedder: Embedder | None = None,
                        recorded: dict[str, Any] | None = None) -> tuple[str, str | None]:
     """(model id, revision) of the embedding model this run uses: the loaded `embedder`'s, else the
@@ -253,7 +298,8 @@ def load_embedder(settings: Settings) -> Embedder:
     """The configured embedding model, loaded once per process."""
     resolved = resolve_model(settings.embed_model, settings.models_dir, role="embedding model")
     with _LOCK:
-        return _load_embedder(str(resolved.path), settings.embed_model, resolved.revision, settings.embed_batch_size)
+        return _load_embedder(str(resolved.path), settings.embed_model, resolved.revision, settings.embed_batch_size,
+                              settings.embed_backend, str(settings.models_dir))
 
 
 @dataclass

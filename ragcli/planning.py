@@ -95,6 +95,27 @@ def check_embedding_model(recorded: dict[str, Any], model_id: str, revision: str
         raise IndexModelMismatchError(f"{problem} {advice}")
 
 
+def check_embedding_backend(recorded: dict[str, Any], backend: str, quantization: str, label: str,
+                            advice: str) -> None:
+    """Refuse to mix vectors of two embedding backends (torch, onnx, onnx int8) in one index: their
+    vectors differ slightly (int8 more than slightly), so one index holds one backend's vectors only.
+    An index recorded before backends existed holds torch vectors."""
+    held = (str(recorded.get("backend") or "torch"), str(recorded.get("quantization") or "none"))
+    if held != (backend, quantization):
+        raise IndexModelMismatchError(
+            f"{label} holds vectors of the {_backend_name(*held)} embedding backend; this run uses "
+            f"{_backend_name(backend, quantization)}. {advice}")
+
+
+def _backend_name(backend: str, quantization: str) -> str:
+    return backend if quantization in ("", "none") else f"{backend}-{quantization}"
+
+
+def backend_setting(recorded: dict[str, Any]) -> str:
+    """The --embed-backend value that gives the vectors `recorded` holds."""
+    return _backend_name(str(recorded.get("backend") or "torch"), str(recorded.get("quantization") or "none"))
+
+
 def check_dimension(held_dim: int | None, model_id: str, dim: int, label: str, advice: str) -> None:
     """Refuse vectors of another dimension than the target holds."""
     if held_dim is not None and int(held_dim) != int(dim):
@@ -236,7 +257,7 @@ class _Planner:
 
     def check_model(self) -> None:
         """Refuse content built with another model, before anything is read or embedded."""
-        from ragcli.models import embedding_identity
+        from ragcli.models import embedding_backend, embedding_identity
 
         model_id, revision = embedding_identity(self.settings, self.embedder)
         self.report.embed_model = model_id
@@ -245,6 +266,9 @@ class _Planner:
             check_embedding_model(self.state.embed, model_id, revision, label,
                                   f"Run: {self.target.rebuild_hint()} (or pass --embed-model "
                                   f"{self.state.embed.get('model')}, the model it was built with).")
+            check_embedding_backend(self.state.embed, *embedding_backend(self.settings, self.embedder), label,
+                                    f"Pass --embed-backend {backend_setting(self.state.embed)}, or run: "
+                                    f"{self.target.rebuild_hint()} to re-embed everything.")
         if self.state.fixed_dim is not None:
             held = self.state.embed.get("dim") if self.state.embed else None
             dim = int(held) if held else self.get_embedder().dim

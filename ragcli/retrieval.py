@@ -85,12 +85,14 @@ class Retriever:
 
 def check_query_model(target: Target, info: IndexInfo, settings: Settings, embedder: Embedder | None = None) -> None:
     """Refuse to search content built with another embedding model than this run's."""
-    from ragcli.models import embedding_identity
-    from ragcli.planning import check_embedding_model
+    from ragcli.models import embedding_backend, embedding_identity
+    from ragcli.planning import backend_setting, check_embedding_backend, check_embedding_model
 
     model_id, revision = embedding_identity(settings, embedder, recorded=info.embed)
     check_embedding_model(info.embed, model_id, revision, target.label,
                           f"Pass --embed-model {info.embed.get('model')}, or run: {target.rebuild_hint()}")
+    check_embedding_backend(info.embed, *embedding_backend(settings, embedder), target.label,
+                            f"Pass --embed-backend {backend_setting(info.embed)}, or run: {target.rebuild_hint()}")
 
 
 def load_checked_embedder(target: Target, info: IndexInfo, settings: Settings,

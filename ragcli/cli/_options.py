@@ -14,6 +14,10 @@ EmbedModelOpt = Annotated[
     str | None,
     typer.Option("--embed-model", help="Embedding model: Hub repo id (downloaded into the models folder) or a local folder. Env: RAGCLI_EMBED_MODEL.", show_default=False),
 ]
+EmbedBackendOpt = Annotated[
+    str | None,
+    typer.Option("--embed-backend", help="How the embedding model runs: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (dynamic int8 weights; fastest on CPU). Exported once and cached beside the model; an index holds one backend's vectors. Example: --embed-backend onnx-int8. Env: RAGCLI_EMBED_BACKEND. Default: torch.", show_default=False),
+]
 GenModelOpt = Annotated[
     str | None,
     typer.Option("--gen-model", help="Generator model: Hub repo id or local folder. Env: RAGCLI_GEN_MODEL or MODEL_ID.", show_default=False),
@@ -65,6 +69,7 @@ def check_choices(*checks: tuple[str, str | None, tuple[str, ...]]) -> None:
 
 def settings_from(**flags: Any):  # -> Settings (kept light: config imports nothing heavy)
     """Resolve settings with the given flags on top (None = flag not given)."""
-    from ragcli.config import load_settings
+    from ragcli.config import EMBED_BACKENDS, load_settings
 
+    check_choices(("--embed-backend", flags.get("embed_backend"), EMBED_BACKENDS))
     return load_settings(flags)

@@ -11,6 +11,7 @@ from ragcli.cli._options import (
     DatabricksEndpointOpt,
     DatabricksHostOpt,
     DatabricksIndexOpt,
+    EmbedBackendOpt,
     EmbedModelOpt,
     IndexDirOpt,
     JsonOpt,
@@ -44,6 +45,7 @@ def command(
     encoding: Annotated[str | None, typer.Option("--encoding", help="Decode Markdown files that are not UTF-8 with this encoding (e.g. latin-1).", show_default=False)] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If another ingest holds the index, wait for it instead of failing.")] = False,
     embed_model: EmbedModelOpt = None,
+    embed_backend: EmbedBackendOpt = None,
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
     target: TargetOpt = None,
@@ -73,7 +75,7 @@ def command(
     settings = settings_from(semantic_vectors=semantic_vectors, databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, splitter=splitter, buffer_size=buffer_size, breakpoint_percentile=breakpoint_percentile,
                              max_chunk_tokens=max_chunk_tokens, embed_batch_size=batch_size, index_type=index_type,
-                             embed_model=embed_model, models_dir=models_dir, index_dir=index_dir, target=target)
+                             embed_model=embed_model, embed_backend=embed_backend, models_dir=models_dir, index_dir=index_dir, target=target)
     with progress_bar(enabled=not quiet and not json_out) as progress:
         report = ingest(paths, settings, rebuild=rebuild, wait=wait, encoding=encoding, progress=progress)
     if json_out:

@@ -10,6 +10,7 @@ from ragcli.cli._options import (
     DatabricksEndpointOpt,
     DatabricksHostOpt,
     DatabricksIndexOpt,
+    EmbedBackendOpt,
     EmbedModelOpt,
     GenModelOpt,
     IndexDirOpt,
@@ -44,6 +45,7 @@ def command(
     top_k: TopKOpt = None,
     mode: ModeOpt = None,
     embed_model: EmbedModelOpt = None,
+    embed_backend: EmbedBackendOpt = None,
     gen_model: GenModelOpt = None,
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
@@ -65,7 +67,7 @@ def command(
     check_choices(("--mode", mode, MODES), ("--fusion", fusion, FUSIONS), ("--target", target, TARGETS))
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, top_k=top_k, mode=mode, fusion=fusion, hybrid_alpha=alpha, max_new_tokens=max_new_tokens,
-                             embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
+                             embed_model=embed_model, embed_backend=embed_backend, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     use_context = context or compare
     if stream:

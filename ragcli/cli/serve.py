@@ -10,6 +10,7 @@ from ragcli.cli._options import (
     DatabricksEndpointOpt,
     DatabricksHostOpt,
     DatabricksIndexOpt,
+    EmbedBackendOpt,
     EmbedModelOpt,
     GenModelOpt,
     IndexDirOpt,
@@ -47,6 +48,7 @@ def command(
     top_k: TopKOpt = None,
     mode: ModeOpt = None,
     embed_model: EmbedModelOpt = None,
+    embed_backend: EmbedBackendOpt = None,
     gen_model: GenModelOpt = None,
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
@@ -61,7 +63,7 @@ def command(
     from ragcli.serve.worker import Limits
 
     check_choices(("--mode", mode, MODES), ("--target", target, TARGETS), ("--log-level", log_level, LOG_LEVELS))
-    settings = settings_from(top_k=top_k, mode=mode, max_new_tokens=max_new_tokens, embed_model=embed_model,
+    settings = settings_from(top_k=top_k, mode=mode, max_new_tokens=max_new_tokens, embed_model=embed_model, embed_backend=embed_backend,
                              gen_model=gen_model, models_dir=models_dir, index_dir=index_dir, target=target,
                              databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index)
