@@ -79,6 +79,7 @@ class Settings:
     buffer_size: int = 1
     breakpoint_percentile: float = 95.0
     semantic_vectors: str = "window"
+    window_cache: str = ""  # semantic splitter's window vectors between ingests: "" = <models_dir>/ragcli-cache, "off", or a folder
     max_chunk_tokens: int = 256
     embed_batch_size: int = 32
     embed_backend: str = "torch"  # torch (sentence-transformers), onnx (ONNX Runtime fp32) or onnx-int8
@@ -188,6 +189,11 @@ def _parse_path(name: str, raw: str) -> Path:
     return Path(raw).expanduser().resolve()
 
 
+def _parse_cache(name: str, raw: str) -> str:
+    value = raw.strip()
+    return "off" if value.lower() == "off" else str(Path(value).expanduser().resolve())
+
+
 def _parse_secret(name: str, raw: str) -> Secret:
     return Secret(raw.strip())
 
@@ -207,6 +213,7 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "buffer_size": (("RAGCLI_BUFFER_SIZE",), _parser_int(0, 10)),
     "breakpoint_percentile": (("RAGCLI_BREAKPOINT_PERCENTILE",), _parser_float(1.0, 100.0)),
     "semantic_vectors": (("RAGCLI_SEMANTIC_VECTORS",), _parser_choice(SEMANTIC_VECTORS)),
+    "window_cache": (("RAGCLI_WINDOW_CACHE",), _parse_cache),
     "max_chunk_tokens": (("RAGCLI_MAX_CHUNK_TOKENS",), _parser_int(16, 8192)),
     "embed_batch_size": (("RAGCLI_EMBED_BATCH_SIZE",), _parser_int(1, 4096)),
     "embed_backend": (("RAGCLI_EMBED_BACKEND",), _parser_choice(EMBED_BACKENDS)),

@@ -151,9 +151,13 @@ def cache_dir(model_path: Path, revision: str, models_dir: Path) -> Path:
 
 
 def _atomic_target(dest: Path) -> Path:
+    """A temporary file beside `dest` (renamed onto it once complete), readable like any other file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}-", suffix=dest.suffix, dir=dest.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return Path(tmp)
 
 
@@ -239,12 +243,12 @@ def quantize_int8(src: Path, dest: Path) -> dict[str, Any]:
     tmp = _atomic_target(dest)
     try:
         with _quiet():
-            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=False)
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"quantization": "dynamic int8 (onnxruntime.quantization.quantize_dynamic, QInt8 weights)"}
+    return {"quantization": "dynamic int8 (onnxruntime.quantization.quantize_dynamic, QInt8 weights, per channel)"}
 
 
 def _sha256(path: Path) -> str:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ragcli.types import Progress, TargetState
 
 FLUSH_TEXTS = 256  # embed pending chunk texts in groups of about this many, across files
+SPLIT_GROUP_CHARS = 2_000_000  # split loaded files in groups of about this much text (one window stream each)
 
 
 @dataclass
@@ -245,6 +246,10 @@ class _Planner:
         self.fresh: dict[str, Any] = {}  # text key -> vector decided in this run (identical texts cost once)
         self.changed = False
         self.splitter: Splitter | None = None
+        self.window_cache: Any = None
+        # Loaded files waiting to be split together: (relpath, text, file entry, report entry).
+        self.to_split: list[tuple[str, str, dict[str, Any], FileResult]] = []
+        self.to_split_chars = 0
 
     # -- set-up ----------------------------------------------------------------------------------
     def get_embedder(self) -> Embedder:
@@ -293,9 +298,15 @@ class _Planner:
             if self.progress:
                 self.progress("files", number - 1, len(sources))
             self.plan_file(src, split_settings, same_splitter)
+            # Only the semantic splitter gains from splitting files together (one window stream).
+            if self.to_split_chars >= SPLIT_GROUP_CHARS or split_settings.kind != "semantic":
+                self.split_loaded(split_settings)
             if len(self.pending) >= FLUSH_TEXTS:
                 self.flush()
+        self.split_loaded(split_settings)
         self.flush()
+        if self.window_cache is not None:
+            self.window_cache.close()
         if self.progress:
             self.progress("files", len(sources), len(sources))
         self.remove_missing(sources, folder_args)
@@ -326,18 +337,31 @@ class _Planner:
         except DocumentError as exc:
             self.fail(src.relpath, exc.reason, old)
             return
-        chunks = self.add_chunks(src.relpath, self.split(text, split_settings))
-        self.files[src.relpath] = {"sha256": sha, "bytes": src.path.stat().st_size, "root": str(src.root),
-                                   "status": "ok", "chunks": len(chunks), "tokens": sum(c.tokens for c in chunks)}
-        self.report.files.append(FileResult(src.relpath, "changed" if old else "added", chunks=len(chunks)))
+        entry = {"sha256": sha, "bytes": src.path.stat().st_size, "root": str(src.root), "status": "ok"}
+        result = FileResult(src.relpath, "changed" if old else "added")
+        self.files[src.relpath] = entry
+        self.report.files.append(result)
+        self.to_split.append((src.relpath, text, entry, result))
+        self.to_split_chars += len(text)
         self.changed = True
 
-    def split(self, text: str, split_settings: SplitterSettings) -> list[str]:
+    def split_loaded(self, split_settings: SplitterSettings) -> None:
+        """Split the files loaded since the last call together (the semantic splitter embeds the
+        windows of all of them in one length-sorted stream), then queue their chunks."""
+        if not self.to_split:
+            return
         if self.splitter is None:
-            from ragcli.splitting import Splitter
+            from ragcli.splitting import Splitter, window_cache_for
 
-            self.splitter = Splitter(split_settings, self.get_embedder())
-        return self.splitter.split(text)
+            self.window_cache = window_cache_for(self.settings, self.get_embedder())
+            self.splitter = Splitter(split_settings, self.get_embedder(), window_cache=self.window_cache)
+        pieces = self.splitter.split_many([text for _, text, _, _ in self.to_split])
+        for (relpath, _, entry, result), file_pieces in zip(self.to_split, pieces, strict=True):
+            chunks = self.add_chunks(relpath, file_pieces)
+            entry.update(chunks=len(chunks), tokens=sum(c.tokens for c in chunks))
+            result.chunks = len(chunks)
+        self.to_split.clear()
+        self.to_split_chars = 0
 
     def add_chunks(self, relpath: str, pieces: list[str]) -> list[Chunk]:
         """Chunks of one file; their vectors are decided at the next flush."""
