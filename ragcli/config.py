@@ -90,6 +90,9 @@ class Settings:
     fusion: str = "rrf"
     hybrid_alpha: float = 0.5
     max_new_tokens: int = 64
+    rerank_model: str | None = None  # cross-encoder reordering the top rerank_depth candidates (ragcli.judges)
+    rerank_depth: int = 20
+    faithfulness_model: str | None = None  # NLI cross-encoder scoring each answer against its passages
     # Hub access (download-model only)
     hf_token: Secret | None = None
     hf_endpoint: str | None = None
@@ -223,6 +226,9 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "fusion": (("RAGCLI_FUSION",), _parser_choice(FUSIONS)),
     "hybrid_alpha": (("RAGCLI_HYBRID_ALPHA",), _parser_float(0.0, 1.0)),
     "max_new_tokens": (("RAGCLI_MAX_NEW_TOKENS",), _parser_int(1, 4096)),
+    "rerank_model": (("RAGCLI_RERANK_MODEL",), _parse_str),
+    "rerank_depth": (("RAGCLI_RERANK_DEPTH",), _parser_int(1, 1000)),
+    "faithfulness_model": (("RAGCLI_FAITHFULNESS_MODEL",), _parse_str),
     "hf_token": (("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"), _parse_secret),
     "hf_endpoint": (("HF_ENDPOINT",), _parse_host),
     "ca_bundle": (("RAGCLI_CA_BUNDLE",), _parse_path),

@@ -539,6 +539,11 @@ def load_generator(settings: Settings) -> Generator:
         return _load_generator(str(resolved.path), settings.gen_model, resolved.revision, settings.max_new_tokens)
 
 
+def quiet_libraries() -> None:
+    """Keep library chatter out of ragcli's output (for the other model loaders)."""
+    _quiet_libraries()
+
+
 def _quiet_libraries() -> None:
     """Keep library chatter (progress bars, advisory warnings) out of ragcli's output."""
     import os

@@ -50,6 +50,7 @@ def onnx_env(onnx_models_dir, monkeypatch, models_dir):
     monkeypatch.setenv("RAGCLI_EMBED_MODEL", EMBED)
     # The generator lives in the shared models folder; by path, so the models folder is not asked.
     from conftest import GEN
+
     from ragcli.registry import resolve_model
 
     monkeypatch.setenv("RAGCLI_GEN_MODEL", str(resolve_model(GEN, models_dir, role="generator").path))

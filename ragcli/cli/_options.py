@@ -18,6 +18,18 @@ EmbedBackendOpt = Annotated[
     str | None,
     typer.Option("--embed-backend", help="How the embedding model runs: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (dynamic int8 weights; fastest on CPU). Exported once and cached beside the model; an index holds one backend's vectors. Example: --embed-backend onnx-int8. Env: RAGCLI_EMBED_BACKEND. Default: torch.", show_default=False),
 ]
+RerankOpt = Annotated[
+    str | None,
+    typer.Option("--rerank", help="Rerank the top --rerank-depth candidates with this cross-encoder (Hub repo id or folder), e.g. --rerank cross-encoder/ms-marco-MiniLM-L6-v2. Env: RAGCLI_RERANK_MODEL.", show_default=False),
+]
+RerankDepthOpt = Annotated[
+    int | None,
+    typer.Option("--rerank-depth", min=1, max=1000, help="Candidates the reranker reads before the top k are kept, e.g. --rerank-depth 30. Env: RAGCLI_RERANK_DEPTH. Default: 20.", show_default=False),
+]
+FaithfulnessOpt = Annotated[
+    str | None,
+    typer.Option("--faithfulness", help="Score each answer's support by its passages (0..1) with this NLI cross-encoder, e.g. --faithfulness cross-encoder/nli-deberta-v3-xsmall. Env: RAGCLI_FAITHFULNESS_MODEL.", show_default=False),
+]
 GenModelOpt = Annotated[
     str | None,
     typer.Option("--gen-model", help="Generator model: Hub repo id or local folder. Env: RAGCLI_GEN_MODEL or MODEL_ID.", show_default=False),

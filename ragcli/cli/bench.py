@@ -13,10 +13,13 @@ from ragcli.cli._options import (
     DatabricksIndexOpt,
     EmbedBackendOpt,
     EmbedModelOpt,
+    FaithfulnessOpt,
     GenModelOpt,
     IndexDirOpt,
     ModelsDirOpt,
     QuietOpt,
+    RerankDepthOpt,
+    RerankOpt,
     TargetOpt,
     TopKOpt,
     check_choices,
@@ -56,6 +59,9 @@ def command(
     top_k: TopKOpt = None,
     embed_model: EmbedModelOpt = None,
     embed_backend: EmbedBackendOpt = None,
+    rerank: RerankOpt = None,
+    rerank_depth: RerankDepthOpt = None,
+    faithfulness: FaithfulnessOpt = None,
     gen_model: GenModelOpt = None,
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
@@ -88,7 +94,8 @@ def command(
     unders = [parse_threshold(s) for s in fail_under or []]
     overs = [parse_threshold(s) for s in fail_over or []]
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
-                             databricks_index=databricks_index, top_k=top_k, embed_model=embed_model, embed_backend=embed_backend, gen_model=gen_model, models_dir=models_dir,
+                             databricks_index=databricks_index, top_k=top_k, embed_model=embed_model, embed_backend=embed_backend,
+                             rerank_model=rerank, rerank_depth=rerank_depth, faithfulness_model=faithfulness, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     with progress_bar(enabled=not quiet) as progress:
         options = dict(qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
