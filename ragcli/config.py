@@ -28,7 +28,7 @@ DEFAULT_INDEX_DIR = "ragcli-index"
 
 TARGETS = ("local", "databricks")
 SPLITTERS = ("semantic", "sentence")
-SEMANTIC_VECTORS = ("pooled", "window")
+SEMANTIC_VECTORS = ("late", "pooled", "window")
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
 INDEX_TYPES = ("flat", "hnsw")

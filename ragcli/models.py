@@ -99,6 +99,30 @@ class Embedder:
         copy.no_padding()
         return copy
 
+    def token_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of `text` (no special tokens) and each token's (start, end) character span."""
+        backend = self._backend
+        if backend is not None:
+            enc = backend.encode(text, add_special_tokens=False)
+            return list(enc.ids), [tuple(o) for o in enc.offsets]
+        enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+    def with_special_tokens(self, ids: list[int]) -> tuple[list[int], int]:
+        """`ids` framed as the encoder expects (CLS … SEP for BERT) and where `ids` begin in the result."""
+        prefix, suffix = self._special_frame
+        return [*prefix, *ids, *suffix], len(prefix)
+
+    @functools.cached_property
+    def _special_frame(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after one text (read off a probe)."""
+        bare = list(self._tokenizer("a", add_special_tokens=False)["input_ids"])
+        framed = list(self._tokenizer("a", add_special_tokens=True)["input_ids"])
+        for lead in range(len(framed) - len(bare) + 1):
+            if framed[lead : lead + len(bare)] == bare:
+                return framed[:lead], framed[lead + len(bare):]
+        return [], []
+
     def count_tokens(self, text: str) -> int:
         return len(self.token_ids(text))
 
@@ -137,6 +161,46 @@ class Embedder:
         self.texts_embedded += 1
         vector = np.asarray(self._hf.get_query_embedding(text), dtype=np.float32)[None, :]
         return _normalise(vector)[0]
+
+    def token_states(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Contextual token vectors (the encoder's last hidden state) of each token id sequence, special
+        tokens included, in one batch per `batch_size` sequences (for late chunking). Counted as texts
+        embedded."""
+        import numpy as np
+
+        self.calls += 1
+        out: list[np.ndarray] = []
+        pad = self._tokenizer.pad_token_id or 0
+        for start in range(0, len(sequences), self.batch_size):
+            batch = sequences[start : start + self.batch_size]
+            width = max(len(s) for s in batch)
+            ids = np.full((len(batch), width), pad, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, seq in enumerate(batch):
+                ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+            if self.backend == "onnx":
+                hidden = self._hf.hidden_states(ids, mask)
+            else:
+                import torch
+
+                with torch.inference_mode():
+                    hidden = self._auto_model(input_ids=torch.from_numpy(ids),
+                                              attention_mask=torch.from_numpy(mask)).last_hidden_state.float().numpy()
+            out.extend(hidden[row, : len(seq)] for row, seq in enumerate(batch))
+            self.texts_embedded += len(batch)
+        return out
+
+    @functools.cached_property
+    def _auto_model(self) -> Any:
+        """The transformer under the sentence-transformers model (the same weights the vectors come from)."""
+        st = getattr(self._hf, "_model", None)
+        try:
+            return st[0].auto_model  # sentence-transformers' Transformer module
+        except (TypeError, AttributeError, IndexError, KeyError):
+            from transformers import AutoModel
+
+            return AutoModel.from_pretrained(self.path, local_files_only=True, use_safetensors=True).eval()
 
     def raw_query_vector(self, text: str) -> Any:
         """The underlying model's query embedding with nothing of ragcli around it (no counting, no

@@ -374,6 +374,15 @@ class OnnxEncoder:
             out = np.stack(results).astype(np.float32)
         return out
 
+    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """The last hidden state (batch, seq, dim) of padded token ids."""
+        import numpy as np
+
+        feed = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        return self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0]
+
     def get_text_embedding_batch(self, texts: list[str]) -> np.ndarray:
         return self._run([self.text_instruction + t for t in texts])
 

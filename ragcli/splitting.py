@@ -29,7 +29,8 @@ class SplitterSettings:
     buffer_size: int
     breakpoint_percentile: float
     max_chunk_tokens: int
-    vectors: str = "window"  # semantic only: "window" embeds each sentence window, "pooled" averages sentences
+    vectors: str = "window"  # semantic: "window" embeds each sentence window, "pooled" averages sentences,
+    # "late" pools the token vectors of one pass over the document per window
 
     @classmethod
     def from_settings(cls, settings: Settings, embedder_limit: int | None = None) -> SplitterSettings:
@@ -101,6 +102,7 @@ class Splitter:
         self.embedder = embedder
         self.stats = SplitStats()
         self._vectors: dict[str, Any] = {}  # text key -> window/sentence vector, for this run
+        self._late: dict[int, list[Any]] = {}  # late chunking: id(sentence groups) -> window vectors
         self._cache = window_cache
         cap = settings.max_chunk_tokens
         self._capper = SentenceSplitter(
@@ -138,7 +140,11 @@ class Splitter:
             plans.append(items)
         # Phase 2: every vector the breakpoints need, in one length-sorted stream.
         if self._semantic is not None:
-            self._embed_needed([g for items in plans for kind, g in items if kind == "prose"])
+            prose = [g for items in plans for kind, g in items if kind == "prose"]
+            if self.settings.vectors == "late":
+                self._late_chunk(prose)
+            else:
+                self._embed_needed(prose)
         # Phase 3: breakpoints, then the cap.
         out: list[list[str]] = []
         for items in plans:
@@ -183,11 +189,74 @@ class Splitter:
         if self._cache is not None:
             self._cache.put(fresh)
 
+    def _late_chunk(self, all_groups: list[list[dict[str, Any]]]) -> None:
+        """Late chunking: each prose segment is read by the encoder whole (in overlapping windows of
+        its sequence limit, all segments' windows in one length-sorted stream), and a sentence
+        window's vector is the mean of its tokens' contextual vectors. About one encode of the text,
+        instead of one per sentence window."""
+        import numpy as np
+
+        emb = self.embedder
+        size = max(8, emb.max_tokens - 2)
+        overlap = size // 4
+        docs = []
+        seqs: list[tuple[int, int, list[int], int]] = []  # (doc, start token, framed ids, lead)
+        for d, groups in enumerate(all_groups):
+            text = "".join(g["sentence"] for g in groups)
+            ids, offsets = emb.token_offsets(text)
+            docs.append((groups, ids, offsets))
+            start = 0
+            while ids:
+                framed, lead = emb.with_special_tokens(ids[start : start + size])
+                seqs.append((d, start, framed, lead))
+                if start + size >= len(ids):
+                    break
+                start += size - overlap
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][2]))
+        states = dict(zip(order, emb.token_states([seqs[i][2] for i in order]), strict=True)) if seqs else {}
+        per_doc: dict[int, list[tuple[int, Any, int]]] = {}
+        for i, (d, start, _, lead) in enumerate(seqs):
+            per_doc.setdefault(d, []).append((start, states[i], lead))
+        for d, (groups, ids, offsets) in enumerate(docs):
+            n = len(groups)
+            dim = emb.dim
+            tokens = np.zeros((len(ids), dim), dtype=np.float32)
+            best = np.full(len(ids), -1)
+            for start, state, lead in per_doc.get(d, []):
+                count = min(size, len(ids) - start)
+                for j in range(count):  # each token from the window where it sits most centrally
+                    centrality = min(j, count - 1 - j)
+                    if centrality > best[start + j]:
+                        best[start + j] = centrality
+                        tokens[start + j] = state[lead + j]
+            bounds = np.cumsum([0] + [len(g["sentence"]) for g in groups])
+            sums = np.zeros((n, dim), dtype=np.float32)
+            counts = np.zeros(n)
+            for t, (begin, _) in enumerate(offsets):
+                s = min(n - 1, max(0, int(np.searchsorted(bounds, begin, side="right")) - 1))
+                sums[s] += tokens[t]
+                counts[s] += 1
+            prefix = np.vstack([np.zeros((1, dim), dtype=np.float32), np.cumsum(sums, axis=0)])
+            cprefix = np.concatenate([[0.0], np.cumsum(counts)])
+            b = self.settings.buffer_size
+            vectors: list[Any] = []
+            for i in range(n):
+                lo, hi = max(0, i - b), min(n, i + b + 1)
+                window = prefix[hi] - prefix[lo]
+                norm = float(np.linalg.norm(window))
+                if cprefix[hi] - cprefix[lo] == 0 or norm == 0:  # no token (whitespace): like its neighbour
+                    vectors.append(vectors[-1] if vectors else np.ones(dim, dtype=np.float32) / np.sqrt(dim))
+                else:
+                    vectors.append(window / norm)
+            self._late[id(groups)] = vectors
+
     def _window_vectors(self, groups: list[dict[str, Any]]) -> list[Any]:
         import numpy as np
 
         from ragcli.types import text_key
 
+        if self.settings.vectors == "late":
+            return self._late.pop(id(groups))
         vectors = [self._vectors[text_key(t)] for t in self._vector_texts(groups)]
         if self.settings.vectors != "pooled":
             return vectors

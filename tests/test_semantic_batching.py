@@ -124,3 +124,42 @@ def test_pooled_vectors_are_window_means(embedder):
     direct = embedder.embed_documents([g["sentence"] for g in groups[:3]])
     expected = direct[0] + direct[1] + direct[2]
     assert np.allclose(vectors[1], expected / np.linalg.norm(expected), atol=1e-5)
+
+
+def test_late_chunking_reads_each_document_about_once(embedder, monkeypatch):
+    """late: the encoder reads every prose segment once (overlapping windows of its limit, one stream
+    for all files), and no sentence window is embedded on its own."""
+    from ragcli.models import Embedder
+
+    texts = [p.read_text(encoding="utf-8") for p in MD_FILES]
+    fed: list[list[int]] = []
+    original = Embedder.token_states
+
+    def spy(self, sequences):
+        fed.extend(sequences)
+        return original(self, sequences)
+
+    monkeypatch.setattr(Embedder, "token_states", spy)
+    before = embedder.texts_embedded
+    chunks = _splitter(embedder, vectors="late").split_many(texts)
+    corpus_tokens = sum(embedder.count_tokens(t) for t in texts)
+    fed_tokens = sum(len(s) for s in fed)
+    assert corpus_tokens <= fed_tokens <= 1.6 * corpus_tokens  # overlap and special tokens only
+    assert max(len(s) for s in fed) <= embedder.max_tokens
+    assert embedder.texts_embedded - before == len(fed)  # the counter counts encoder inputs
+    windows = sum(len(_splitter(embedder)._groups(t)) for t in texts)
+    assert len(fed) < windows / 2  # far fewer encoder inputs than sentence windows
+    for text, pieces in zip(texts, chunks, strict=True):
+        assert " ".join(pieces).split() == text.split()  # every word kept, in order
+    assert sum(len(c) for c in chunks) > len(texts)  # breakpoints were found
+
+
+def test_late_chunking_end_to_end(cli, model_env, docs, tmp_path):
+    result = cli("ingest", docs, "--semantic-vectors", "late", "--json")
+    assert result.exit_code == 0, result.output
+    report = result.json()
+    assert report["splitter"]["vectors"] == "late"
+    window = cli("ingest", docs, "--semantic-vectors", "window", "--json", "--index-dir", tmp_path / "w").json()
+    late_inputs = report["texts_embedded"] - report["chunks_embedded"]
+    window_inputs = window["texts_embedded"] - window["chunks_embedded"]
+    assert 0 < late_inputs < window_inputs / 2
