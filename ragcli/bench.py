@@ -157,6 +157,8 @@ def bench(
     if corpus:
         tmp_dir = tempfile.TemporaryDirectory(prefix="ragcli-bench-")
         settings = kind.scratch_settings(settings, Path(tmp_dir.name))
+        # A cold window cache, so the first ingest pays for every semantic window (ingest_over_encode).
+        settings = settings.replace(window_cache=str(Path(tmp_dir.name) / "window-cache"))
         report["ingest"] = _bench_ingest(corpus, settings, embedder, progress=progress)
     try:
         retriever = open_retriever(settings, embedder, mode="dense" if embedder is not None else "bm25")
@@ -174,8 +176,14 @@ def bench(
         report["retrieval"] = {}
         hits_by_mode: dict[str, list[Any]] = {}
         for mode in modes:
+            retriever.rerank_enabled = False  # scored without the reranker first (issue 15)
             report["retrieval"][mode], hits_by_mode[mode] = _bench_retrieval(qa, retriever, mode, k, settings,
                                                                              progress)
+            if settings.rerank_model:  # and again with it: "<mode>+rerank", its time the "rerank" stage
+                retriever.rerank_enabled = True
+                report["retrieval"][f"{mode}+rerank"], hits_by_mode[mode] = _bench_retrieval(
+                    qa, retriever, mode, k, settings, progress)
+        retriever.rerank_enabled = True
         if embedder is not None and "dense" in modes and retriever.target.capabilities.raw_search:
             report["retrieval_over_raw"] = _retrieval_ratio(qa, retriever, embedder, k, pairs * 4)
         if answers:
@@ -316,6 +324,12 @@ def _bench_answers(qa: list[QARow], retriever: Any, generator: Any, mode: str, k
     bare_scores: dict[str, list[float]] = {"exact_match": [], "token_f1": [], "contained": []}
     gen_ctx, gen_bare, per_q = [], [], []
     changed = left_out = truncated = 0
+    judge = None
+    if settings.faithfulness_model:  # issue 15: each answer's support by the prompt's passages
+        from ragcli.judges import faithfulness, load_judge
+
+        judge = load_judge(settings)
+        ctx_scores["faithfulness"], bare_scores["faithfulness"], judge_ms = [], [], []
     for n, row in enumerate(qa, 1):
         row_hits = hits[n - 1] if hits is not None else retriever.search(
             row.question, k, mode, fusion=settings.fusion, alpha=settings.hybrid_alpha)
@@ -334,16 +348,27 @@ def _bench_answers(qa: list[QARow], retriever: Any, generator: Any, mode: str, k
             scores["contained"].append(M.answer_contained(text, row.answers))
         changed += int(M.normalize_answer(with_ctx) != M.normalize_answer(without))
         per_q.append({"id": row.id, "with_context": with_ctx, "without_context": without})
+        if judge is not None:
+            passages = [h.text for h in row_hits[: plan.used]]
+            t = time.perf_counter()
+            judged = {side: faithfulness(text, passages, judge) for side, text in
+                      (("with_context", with_ctx), ("without_context", without))}
+            judge_ms.append((time.perf_counter() - t) * 1000)
+            for side, scores in (("with_context", ctx_scores), ("without_context", bare_scores)):
+                if judged[side] is not None:  # None: an empty answer or no passage
+                    scores["faithfulness"].append(judged[side])
+            per_q[-1]["faithfulness"] = judged
         if progress:
             progress("answers", n, len(qa))
     return {
         "retrieval_mode": mode,
-        "with_context": {k2: round(M.mean(v), 4) for k2, v in ctx_scores.items()},
-        "without_context": {k2: round(M.mean(v), 4) for k2, v in bare_scores.items()},
+        "with_context": {k2: round(M.mean(v), 4) for k2, v in ctx_scores.items() if v},
+        "without_context": {k2: round(M.mean(v), 4) for k2, v in bare_scores.items() if v},
         "changed_by_context": changed,
         "passages_left_out": left_out,
         "prompts_truncated": truncated,
-        "latency_ms": {"generate_context": M.percentiles(gen_ctx), "generate_bare": M.percentiles(gen_bare)},
+        "latency_ms": {"generate_context": M.percentiles(gen_ctx), "generate_bare": M.percentiles(gen_bare),
+                       **({"faithfulness": M.percentiles(judge_ms)} if judge is not None else {})},
         "per_question": per_q,
     }
 
@@ -384,7 +409,9 @@ def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes
         "gen_model": settings.gen_model,
         "splitter": index.get("splitter"),
         "retrieval": {"k": report["k"], "modes": list(modes), "fusion": settings.fusion, "alpha": settings.hybrid_alpha,
-                      "answer_mode": answer_mode, "max_new_tokens": settings.max_new_tokens},
+                      "answer_mode": answer_mode, "max_new_tokens": settings.max_new_tokens,
+                      "rerank_model": settings.rerank_model, "rerank_depth": settings.rerank_depth,
+                      "faithfulness_model": settings.faithfulness_model},
         "index_type": index.get("index_type"),
         "corpus_sha256": index.get("corpus_sha256"),
         "qa_sha256": sha256_file(qa_path),

@@ -29,10 +29,11 @@ DEFAULT_INDEX_DIR = "ragcli-index"
 TARGETS = ("local", "databricks")
 INDEX_KINDS = ("direct-access", "delta-sync")  # kinds of Databricks index (--index-kind)
 SPLITTERS = ("semantic", "sentence")
-SEMANTIC_VECTORS = ("pooled", "window")
+SEMANTIC_VECTORS = ("late", "pooled", "window")
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("adaptive", "rrf", "weighted")
 INDEX_TYPES = ("flat", "hnsw", "ivf", "auto")
+EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")  # ragcli.onnx_embed.BACKENDS (kept here: config imports nothing)
 
 # Environment variables whose values are secrets wherever they appear.
 SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "RAGCLI_API_KEY")
@@ -79,12 +80,14 @@ class Settings:
     buffer_size: int = 1
     breakpoint_percentile: float = 95.0
     semantic_vectors: str = "window"
+    window_cache: str = ""  # semantic splitter's window vectors between ingests: "" = <models_dir>/ragcli-cache, "off", or a folder
     max_chunk_tokens: int = 256
     embed_batch_size: int = 32
     # Loader caps (ragcli.loaders.LoaderLimits): the largest input file, and the largest part of a .docx
     # once decompressed (its word/document.xml), in MiB
     max_file_mb: int = 50
     max_docx_part_mb: int = 50
+    embed_backend: str = "torch"  # torch (sentence-transformers), onnx (ONNX Runtime fp32) or onnx-int8
     index_type: str | None = None  # None: keep the index's own type (flat for a new index)
     # Retrieval and generation
     top_k: int = 4
@@ -92,6 +95,9 @@ class Settings:
     fusion: str = "adaptive"  # weighted with the α bench measured (ragcli.calibration), else rrf
     hybrid_alpha: float = 0.5
     max_new_tokens: int = 64
+    rerank_model: str | None = None  # cross-encoder reordering the top rerank_depth candidates (ragcli.judges)
+    rerank_depth: int = 20
+    faithfulness_model: str | None = None  # NLI cross-encoder scoring each answer against its passages
     # Hub access (download-model only)
     hf_token: Secret | None = None
     hf_endpoint: str | None = None
@@ -192,6 +198,11 @@ def _parse_path(name: str, raw: str) -> Path:
     return Path(raw).expanduser().resolve()
 
 
+def _parse_cache(name: str, raw: str) -> str:
+    value = raw.strip()
+    return "off" if value.lower() == "off" else str(Path(value).expanduser().resolve())
+
+
 def _parse_secret(name: str, raw: str) -> Secret:
     return Secret(raw.strip())
 
@@ -211,16 +222,21 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "buffer_size": (("RAGCLI_BUFFER_SIZE",), _parser_int(0, 10)),
     "breakpoint_percentile": (("RAGCLI_BREAKPOINT_PERCENTILE",), _parser_float(1.0, 100.0)),
     "semantic_vectors": (("RAGCLI_SEMANTIC_VECTORS",), _parser_choice(SEMANTIC_VECTORS)),
+    "window_cache": (("RAGCLI_WINDOW_CACHE",), _parse_cache),
     "max_chunk_tokens": (("RAGCLI_MAX_CHUNK_TOKENS",), _parser_int(16, 8192)),
     "embed_batch_size": (("RAGCLI_EMBED_BATCH_SIZE",), _parser_int(1, 4096)),
     "max_file_mb": (("RAGCLI_MAX_FILE_MB",), _parser_int(1, 4096)),
     "max_docx_part_mb": (("RAGCLI_MAX_DOCX_PART_MB",), _parser_int(1, 4096)),
+    "embed_backend": (("RAGCLI_EMBED_BACKEND",), _parser_choice(EMBED_BACKENDS)),
     "index_type": (("RAGCLI_INDEX_TYPE",), _parser_choice(INDEX_TYPES)),
     "top_k": (("RAGCLI_TOP_K",), _parser_int(1, 1000)),
     "mode": (("RAGCLI_MODE",), _parser_choice(MODES)),
     "fusion": (("RAGCLI_FUSION",), _parser_choice(FUSIONS)),
     "hybrid_alpha": (("RAGCLI_HYBRID_ALPHA",), _parser_float(0.0, 1.0)),
     "max_new_tokens": (("RAGCLI_MAX_NEW_TOKENS",), _parser_int(1, 4096)),
+    "rerank_model": (("RAGCLI_RERANK_MODEL",), _parse_str),
+    "rerank_depth": (("RAGCLI_RERANK_DEPTH",), _parser_int(1, 1000)),
+    "faithfulness_model": (("RAGCLI_FAITHFULNESS_MODEL",), _parse_str),
     "hf_token": (("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"), _parse_secret),
     "hf_endpoint": (("HF_ENDPOINT",), _parse_host),
     "ca_bundle": (("RAGCLI_CA_BUNDLE",), _parse_path),

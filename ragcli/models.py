@@ -128,6 +128,8 @@ class Embedder:
     _tokenizer: Any = field(repr=False)
     texts_embedded: int = 0
     calls: int = 0
+    backend: str = "torch"  # "torch" (sentence-transformers) or "onnx" (ONNX Runtime, ragcli.onnx_embed)
+    quantization: str = "none"  # "none" or "int8" (onnx only)
 
     # -- token accounting ---------------------------------------------------------------------
     def token_ids(self, text: str) -> list[int]:
@@ -152,6 +154,30 @@ class Embedder:
         copy.no_truncation()
         copy.no_padding()
         return copy
+
+    def token_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of `text` (no special tokens) and each token's (start, end) character span."""
+        backend = self._backend
+        if backend is not None:
+            enc = backend.encode(text, add_special_tokens=False)
+            return list(enc.ids), [tuple(o) for o in enc.offsets]
+        enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+    def with_special_tokens(self, ids: list[int]) -> tuple[list[int], int]:
+        """`ids` framed as the encoder expects (CLS … SEP for BERT) and where `ids` begin in the result."""
+        prefix, suffix = self._special_frame
+        return [*prefix, *ids, *suffix], len(prefix)
+
+    @functools.cached_property
+    def _special_frame(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after one text (read off a probe)."""
+        bare = list(self._tokenizer("a", add_special_tokens=False)["input_ids"])
+        framed = list(self._tokenizer("a", add_special_tokens=True)["input_ids"])
+        for lead in range(len(framed) - len(bare) + 1):
+            if framed[lead : lead + len(bare)] == bare:
+                return framed[:lead], framed[lead + len(bare):]
+        return [], []
 
     def count_tokens(self, text: str) -> int:
         return len(self.token_ids(text))
@@ -192,6 +218,46 @@ class Embedder:
         vector = np.asarray(self._hf.get_query_embedding(text), dtype=np.float32)[None, :]
         return _normalise(vector)[0]
 
+    def token_states(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Contextual token vectors (the encoder's last hidden state) of each token id sequence, special
+        tokens included, in one batch per `batch_size` sequences (for late chunking). Counted as texts
+        embedded."""
+        import numpy as np
+
+        self.calls += 1
+        out: list[np.ndarray] = []
+        pad = self._tokenizer.pad_token_id or 0
+        for start in range(0, len(sequences), self.batch_size):
+            batch = sequences[start : start + self.batch_size]
+            width = max(len(s) for s in batch)
+            ids = np.full((len(batch), width), pad, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, seq in enumerate(batch):
+                ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+            if self.backend == "onnx":
+                hidden = self._hf.hidden_states(ids, mask)
+            else:
+                import torch
+
+                with torch.inference_mode():
+                    hidden = self._auto_model(input_ids=torch.from_numpy(ids),
+                                              attention_mask=torch.from_numpy(mask)).last_hidden_state.float().numpy()
+            out.extend(hidden[row, : len(seq)] for row, seq in enumerate(batch))
+            self.texts_embedded += len(batch)
+        return out
+
+    @functools.cached_property
+    def _auto_model(self) -> Any:
+        """The transformer under the sentence-transformers model (the same weights the vectors come from)."""
+        st = getattr(self._hf, "_model", None)
+        try:
+            return st[0].auto_model  # sentence-transformers' Transformer module
+        except (TypeError, AttributeError, IndexError, KeyError):
+            from transformers import AutoModel
+
+            return AutoModel.from_pretrained(self.path, local_files_only=True, use_safetensors=True).eval()
+
     def raw_query_vector(self, text: str) -> Any:
         """The underlying model's query embedding with nothing of ragcli around it (no counting, no
         normalisation): bench's baseline for the cost of retrieval."""
@@ -210,6 +276,8 @@ class Embedder:
             "normalize": True,
             "query_instruction": self.query_instruction,
             "text_instruction": self.text_instruction,
+            "backend": self.backend,
+            "quantization": self.quantization,
         }
 
 
@@ -277,8 +345,11 @@ def _raise_denied(exc: OSError) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> Embedder:
+def _load_embedder(path: str, model_id: str, revision: str, batch_size: int, backend: str = "torch",
+                   models_dir: str = "", onnx_file: str | None = None) -> Embedder:
     _quiet_libraries()
+    if backend != "torch":
+        return _load_onnx_embedder(path, model_id, revision, batch_size, backend, models_dir, onnx_file)
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from transformers import AutoTokenizer
 
@@ -319,6 +390,44 @@ def _load_embedder(path: str, model_id: str, revision: str, batch_size: int) -> 
     )
 
 
+def _load_onnx_embedder(path: str, model_id: str, revision: str, batch_size: int, backend: str,
+                        models_dir: str, onnx_file: str | None) -> Embedder:
+    """The same model run through ONNX Runtime (ragcli.onnx_embed): same tokenizer, pooling and
+    normalisation as the torch backend; `backend` "onnx" (fp32) or "onnx-int8"."""
+    from ragcli.onnx_embed import backend_parts, load_onnx_encoder
+
+    _, quantization = backend_parts(backend)
+    query_instruction, text_instruction = instructions_for(model_id)
+    encoder, tokenizer = load_onnx_encoder(Path(path), revision, Path(models_dir or path), quantization, batch_size,
+                                           query_instruction, text_instruction,
+                                           onnx_file=Path(onnx_file) if onnx_file else None)
+    probe = encoder.get_text_embedding("dimension probe")
+    return Embedder(
+        model_id=model_id,
+        revision=revision,
+        path=Path(path),
+        dim=len(probe),
+        max_tokens=encoder.max_length,
+        query_instruction=query_instruction,
+        text_instruction=text_instruction,
+        batch_size=batch_size,
+        _hf=encoder,
+        _tokenizer=tokenizer,
+        backend="onnx",
+        quantization=quantization,
+    )
+
+
+def embedding_backend(settings: Settings, embedder: Embedder | None = None) -> tuple[str, str]:
+    """(backend, quantization) of the embedder this run uses: the loaded `embedder`'s, else the
+    configured one's ("torch"/"onnx", "none"/"int8"). Recorded in the index manifest beside the model."""
+    if embedder is not None:
+        return embedder.backend, embedder.quantization
+    from ragcli.onnx_embed import backend_parts
+
+    return backend_parts(settings.embed_backend)
+
+
 def embedding_identity(settings: Settings, embedder: Embedder | None = None,
                        recorded: dict[str, Any] | None = None) -> tuple[str, str | None]:
     """(model id, revision) of the embedding model this run uses: the loaded `embedder`'s, else the
@@ -336,7 +445,8 @@ def load_embedder(settings: Settings) -> Embedder:
     """The configured embedding model, loaded once per process."""
     resolved = resolve_model(settings.embed_model, settings.models_dir, role="embedding model")
     with _LOCK:
-        return _load_embedder(str(resolved.path), settings.embed_model, resolved.revision, settings.embed_batch_size)
+        return _load_embedder(str(resolved.path), settings.embed_model, resolved.revision, settings.embed_batch_size,
+                              settings.embed_backend, str(settings.models_dir))
 
 
 @dataclass
@@ -633,6 +743,11 @@ def load_generator(settings: Settings) -> Generator:
     resolved = resolve_model(settings.gen_model, settings.models_dir, role="generator")
     with _LOCK:
         return _load_generator(str(resolved.path), settings.gen_model, resolved.revision, settings.max_new_tokens)
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter out of ragcli's output (for the other model loaders)."""
+    _quiet_libraries()
 
 
 def _quiet_libraries() -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ragcli.types import Progress, TargetState
 
 FLUSH_TEXTS = 256  # embed pending chunk texts in groups of about this many, across files
+SPLIT_GROUP_CHARS = 2_000_000  # split loaded files in groups of about this much text (one window stream each)
 
 
 @dataclass
@@ -93,6 +94,27 @@ def check_embedding_model(recorded: dict[str, Any], model_id: str, revision: str
     problem = model_mismatch(recorded, model_id, revision, label)
     if problem:
         raise IndexModelMismatchError(f"{problem} {advice}")
+
+
+def check_embedding_backend(recorded: dict[str, Any], backend: str, quantization: str, label: str,
+                            advice: str) -> None:
+    """Refuse to mix vectors of two embedding backends (torch, onnx, onnx int8) in one index: their
+    vectors differ slightly (int8 more than slightly), so one index holds one backend's vectors only.
+    An index recorded before backends existed holds torch vectors."""
+    held = (str(recorded.get("backend") or "torch"), str(recorded.get("quantization") or "none"))
+    if held != (backend, quantization):
+        raise IndexModelMismatchError(
+            f"{label} holds vectors of the {_backend_name(*held)} embedding backend; this run uses "
+            f"{_backend_name(backend, quantization)}. {advice}")
+
+
+def _backend_name(backend: str, quantization: str) -> str:
+    return backend if quantization in ("", "none") else f"{backend}-{quantization}"
+
+
+def backend_setting(recorded: dict[str, Any]) -> str:
+    """The --embed-backend value that gives the vectors `recorded` holds."""
+    return _backend_name(str(recorded.get("backend") or "torch"), str(recorded.get("quantization") or "none"))
 
 
 def check_dimension(held_dim: int | None, model_id: str, dim: int, label: str, advice: str) -> None:
@@ -224,6 +246,10 @@ class _Planner:
         self.fresh: dict[str, Any] = {}  # text key -> vector decided in this run (identical texts cost once)
         self.changed = False
         self.splitter: Splitter | None = None
+        self.window_cache: Any = None
+        # Loaded files waiting to be split together: (relpath, text, file entry, report entry).
+        self.to_split: list[tuple[str, str, dict[str, Any], FileResult, dict[str, Any] | None]] = []
+        self.to_split_chars = 0
 
     # -- set-up ----------------------------------------------------------------------------------
     def get_embedder(self) -> Embedder:
@@ -236,7 +262,7 @@ class _Planner:
 
     def check_model(self) -> None:
         """Refuse content built with another model, before anything is read or embedded."""
-        from ragcli.models import embedding_identity
+        from ragcli.models import embedding_backend, embedding_identity
 
         model_id, revision = embedding_identity(self.settings, self.embedder)
         self.report.embed_model = model_id
@@ -245,6 +271,9 @@ class _Planner:
             check_embedding_model(self.state.embed, model_id, revision, label,
                                   f"Run: {self.target.rebuild_hint()} (or pass --embed-model "
                                   f"{self.state.embed.get('model')}, the model it was built with).")
+            check_embedding_backend(self.state.embed, *embedding_backend(self.settings, self.embedder), label,
+                                    f"Pass --embed-backend {backend_setting(self.state.embed)}, or run: "
+                                    f"{self.target.rebuild_hint()} to re-embed everything.")
         if self.state.fixed_dim is not None:
             held = self.state.embed.get("dim") if self.state.embed else None
             dim = int(held) if held else self.get_embedder().dim
@@ -269,9 +298,15 @@ class _Planner:
             if self.progress:
                 self.progress("files", number - 1, len(sources))
             self.plan_file(src, split_settings, same_splitter)
+            # Only the semantic splitter gains from splitting files together (one window stream).
+            if self.to_split_chars >= SPLIT_GROUP_CHARS or split_settings.kind != "semantic":
+                self.split_loaded(split_settings)
             if len(self.pending) >= FLUSH_TEXTS:
                 self.flush()
+        self.split_loaded(split_settings)
         self.flush()
+        if self.window_cache is not None:
+            self.window_cache.close()
         if self.progress:
             self.progress("files", len(sources), len(sources))
         self.remove_missing(sources, folder_args)
@@ -311,16 +346,12 @@ class _Planner:
         except DocumentError as exc:
             self.fail(src.relpath, exc.reason, old)
             return
-        try:
-            pieces = self.split(text, split_settings)
-        except (TimeoutError, RecursionError) as exc:  # this file only: the others are still indexed
-            self.fail(src.relpath, f"cannot be split into chunks ({type(exc).__name__}: {str(exc)[:160]}); "
-                                   "split the document into smaller files", old)
-            return
-        chunks = self.add_chunks(src.relpath, pieces)
-        self.files[src.relpath] = {"sha256": sha, "bytes": src.path.stat().st_size, "root": str(src.root),
-                                   "status": "ok", "chunks": len(chunks), "tokens": sum(c.tokens for c in chunks)}
-        self.report.files.append(FileResult(src.relpath, "changed" if old else "added", chunks=len(chunks)))
+        entry = {"sha256": sha, "bytes": src.path.stat().st_size, "root": str(src.root), "status": "ok"}
+        result = FileResult(src.relpath, "changed" if old else "added")
+        self.files[src.relpath] = entry
+        self.report.files.append(result)
+        self.to_split.append((src.relpath, text, entry, result, old))
+        self.to_split_chars += len(text)
         self.changed = True
 
     def limits(self) -> Any:
@@ -328,12 +359,44 @@ class _Planner:
 
         return limits_for(self.settings.max_file_mb, self.settings.max_docx_part_mb)
 
-    def split(self, text: str, split_settings: SplitterSettings) -> list[str]:
+    def split_loaded(self, split_settings: SplitterSettings) -> None:
+        """Split the files loaded since the last call together (the semantic splitter embeds the
+        windows of all of them in one length-sorted stream), then queue their chunks. A file that
+        cannot be split fails alone: the others are still indexed."""
+        if not self.to_split:
+            return
         if self.splitter is None:
-            from ragcli.splitting import Splitter
+            from ragcli.splitting import Splitter, window_cache_for
 
-            self.splitter = Splitter(split_settings, self.get_embedder())
-        return self.splitter.split(text)
+            self.window_cache = window_cache_for(self.settings, self.get_embedder())
+            self.splitter = Splitter(split_settings, self.get_embedder(), window_cache=self.window_cache)
+        try:
+            pieces: list[list[str] | BaseException] = list(
+                self.splitter.split_many([text for _, text, _, _, _ in self.to_split]))
+        except (TimeoutError, RecursionError):  # find which file: split them one at a time
+            pieces = []
+            for _, text, _, _, _ in self.to_split:
+                try:
+                    pieces.append(self.splitter.split_many([text])[0])
+                except (TimeoutError, RecursionError) as exc:
+                    pieces.append(exc)
+        for (relpath, _, entry, result, old), file_pieces in zip(self.to_split, pieces, strict=True):
+            if isinstance(file_pieces, BaseException):
+                exc = file_pieces
+                result.status, result.reason = "failed", (
+                    f"cannot be split into chunks ({type(exc).__name__}: {str(exc)[:160]}); "
+                    "split the document into smaller files")
+                if old:  # the version the target holds is kept
+                    self.files[relpath] = old
+                    self.kept.add(relpath)
+                else:
+                    del self.files[relpath]
+                continue
+            chunks = self.add_chunks(relpath, file_pieces)
+            entry.update(chunks=len(chunks), tokens=sum(c.tokens for c in chunks))
+            result.chunks = len(chunks)
+        self.to_split.clear()
+        self.to_split_chars = 0
 
     def add_chunks(self, relpath: str, pieces: list[str]) -> list[Chunk]:
         """Chunks of one file; their vectors are decided at the next flush."""

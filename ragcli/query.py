@@ -49,6 +49,7 @@ class Answer:
     no_context: bool = False
     cut: bool = False  # the answer ended at max_new_tokens (or was stopped) before the model finished it
     tokens: int = 0  # generator tokens of `text`
+    faithfulness: float | None = None  # entailment of the answer by its passages, 0..1 (with a judge configured)
 
 
 @dataclass
@@ -204,8 +205,25 @@ def answer(
         result.without_context = Answer(text=out.text, with_context=False, prompt_tokens=out.prompt_tokens,
                                         new_tokens=out.new_tokens, seconds=round(seconds, 4), cut=out.cut,
                                         tokens=out.tokens)
+    if settings.faithfulness_model and result.sources:
+        _score_faithfulness(result, settings, timings)
     result.timings = {k: round(v, 4) for k, v in timings.items()}
     return result
+
+
+def _score_faithfulness(result: QueryResult, settings: Settings, timings: dict[str, float]) -> None:
+    """Each answer's faithfulness to the passages the context prompt held (the bare answer is judged
+    against the same passages, for comparison)."""
+    from ragcli.judges import faithfulness, load_judge
+
+    t = time.perf_counter()
+    judge = load_judge(settings)
+    used = result.with_context.passages_used if result.with_context is not None else 0
+    passages = [h.text for h in result.sources[: used or len(result.sources)]]
+    for a in (result.with_context, result.without_context):
+        if a is not None and not a.no_context:
+            a.faithfulness = faithfulness(a.text, passages, judge)
+    timings["faithfulness"] = time.perf_counter() - t
 
 
 def _generate(generator: Generator, prompt: prompts.Prompt, max_new_tokens: int, on_token: Callable[[str, str], None] | None,

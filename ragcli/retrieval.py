@@ -14,7 +14,7 @@ Scores: `dense` is the cosine similarity of question and chunk; `bm25` the targe
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ragcli.errors import UsageError
 from ragcli.types import Hit
@@ -38,6 +38,8 @@ class Retriever:
         self.embedder = embedder
         self._settings = settings
         self._calibration: dict | None | bool = False  # False: not read yet
+        self.rerank_enabled = True  # use the configured reranker (settings.rerank_model), if any
+        self._reranker: Any = None
 
     @property
     def calibration(self) -> dict | None:
@@ -99,8 +101,28 @@ class Retriever:
 
     def search(self, question: str, k: int, mode: str, *, fusion: str = "adaptive", alpha: float = 0.5,
                timings: dict[str, float] | None = None) -> list[Hit]:
-        """The top `k` chunks for `question`, best first. `timings` receives seconds per stage."""
+        """The top `k` chunks for `question`, best first. `timings` receives seconds per stage. With a
+        reranker configured (and `rerank_enabled`), the top `rerank_depth` candidates are reordered by
+        it and the best `k` kept (stage "rerank")."""
         timings = {} if timings is None else timings
+        settings = self._settings
+        if not (self.rerank_enabled and settings is not None and settings.rerank_model):
+            return self._search(question, k, mode, fusion=fusion, alpha=alpha, timings=timings)
+        from ragcli.judges import load_reranker, rerank
+
+        hits = self._search(question, max(k, settings.rerank_depth), mode, fusion=fusion, alpha=alpha,
+                            timings=timings)
+        if self._reranker is None:
+            t = time.perf_counter()
+            self._reranker = load_reranker(settings)
+            timings["load_reranker"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ranked = rerank(question, hits, self._reranker, k)
+        timings["rerank"] = time.perf_counter() - t
+        return ranked
+
+    def _search(self, question: str, k: int, mode: str, *, fusion: str, alpha: float,
+                timings: dict[str, float]) -> list[Hit]:
         if mode not in MODES:
             raise UsageError(f"Unknown retrieval mode {mode!r}; use one of: {', '.join(MODES)}.")
         native = self.target.capabilities.modes
@@ -142,12 +164,14 @@ class Retriever:
 
 def check_query_model(target: Target, info: IndexInfo, settings: Settings, embedder: Embedder | None = None) -> None:
     """Refuse to search content built with another embedding model than this run's."""
-    from ragcli.models import embedding_identity
-    from ragcli.planning import check_embedding_model
+    from ragcli.models import embedding_backend, embedding_identity
+    from ragcli.planning import backend_setting, check_embedding_backend, check_embedding_model
 
     model_id, revision = embedding_identity(settings, embedder, recorded=info.embed)
     check_embedding_model(info.embed, model_id, revision, target.label,
                           f"Pass --embed-model {info.embed.get('model')}, or run: {target.rebuild_hint()}")
+    check_embedding_backend(info.embed, *embedding_backend(settings, embedder), target.label,
+                            f"Pass --embed-backend {backend_setting(info.embed)}, or run: {target.rebuild_hint()}")
 
 
 def load_checked_embedder(target: Target, info: IndexInfo, settings: Settings,

@@ -413,14 +413,14 @@ def test_the_sentence_tokenizer_never_sees_more_than_a_block(settings, monkeypat
 def test_a_file_that_cannot_be_split_fails_alone(cli, model_env, tmp_path, monkeypatch):
     from ragcli.splitting import Splitter
 
-    real = Splitter.split
+    real = Splitter.split_many
 
-    def split(self, text):
-        if "Poison" in text:
+    def split_many(self, texts):  # ingest splits the files it loaded together
+        if any("Poison" in text for text in texts):
             raise TimeoutError("regular-expression match exceeded its 5.0s time limit")
-        return real(self, text)
+        return real(self, texts)
 
-    monkeypatch.setattr(Splitter, "split", split)
+    monkeypatch.setattr(Splitter, "split_many", split_many)
     docs = write_tree(tmp_path / "docs", {**GOOD, "poison.md": "# Poison\n\nThis one cannot be split.\n"})
     result = cli("ingest", docs, "--json")
     assert result.exit_code == 1 and "Internal error" not in result.output

@@ -14,6 +14,22 @@ EmbedModelOpt = Annotated[
     str | None,
     typer.Option("--embed-model", help="Embedding model: Hub repo id (downloaded into the models folder) or a local folder. Env: RAGCLI_EMBED_MODEL.", show_default=False),
 ]
+EmbedBackendOpt = Annotated[
+    str | None,
+    typer.Option("--embed-backend", help="How the embedding model runs: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (dynamic int8 weights; fastest on CPU). Exported once and cached beside the model; an index holds one backend's vectors. Example: --embed-backend onnx-int8. Env: RAGCLI_EMBED_BACKEND. Default: torch.", show_default=False),
+]
+RerankOpt = Annotated[
+    str | None,
+    typer.Option("--rerank", help="Rerank the top --rerank-depth candidates with this cross-encoder (Hub repo id or folder), e.g. --rerank cross-encoder/ms-marco-MiniLM-L6-v2. Env: RAGCLI_RERANK_MODEL.", show_default=False),
+]
+RerankDepthOpt = Annotated[
+    int | None,
+    typer.Option("--rerank-depth", min=1, max=1000, help="Candidates the reranker reads before the top k are kept, e.g. --rerank-depth 30. Env: RAGCLI_RERANK_DEPTH. Default: 20.", show_default=False),
+]
+FaithfulnessOpt = Annotated[
+    str | None,
+    typer.Option("--faithfulness", help="Score each answer's support by its passages (0..1) with this NLI cross-encoder, e.g. --faithfulness cross-encoder/nli-deberta-v3-xsmall. Env: RAGCLI_FAITHFULNESS_MODEL.", show_default=False),
+]
 GenModelOpt = Annotated[
     str | None,
     typer.Option("--gen-model", help="Generator model: Hub repo id or local folder. Env: RAGCLI_GEN_MODEL or MODEL_ID.", show_default=False),
@@ -69,6 +85,7 @@ def check_choices(*checks: tuple[str, str | None, tuple[str, ...]]) -> None:
 
 def settings_from(**flags: Any):  # -> Settings (kept light: config imports nothing heavy)
     """Resolve settings with the given flags on top (None = flag not given)."""
-    from ragcli.config import load_settings
+    from ragcli.config import EMBED_BACKENDS, load_settings
 
+    check_choices(("--embed-backend", flags.get("embed_backend"), EMBED_BACKENDS))
     return load_settings(flags)

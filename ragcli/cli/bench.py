@@ -11,12 +11,16 @@ from ragcli.cli._options import (
     DatabricksEndpointOpt,
     DatabricksHostOpt,
     DatabricksIndexOpt,
+    EmbedBackendOpt,
     EmbedModelOpt,
+    FaithfulnessOpt,
     GenModelOpt,
     IndexDirOpt,
     IndexKindOpt,
     ModelsDirOpt,
     QuietOpt,
+    RerankDepthOpt,
+    RerankOpt,
     TargetOpt,
     TopKOpt,
     check_choices,
@@ -55,6 +59,10 @@ def command(
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, max=1.0, help="Allowed drop against --baseline.")] = 0.02,
     top_k: TopKOpt = None,
     embed_model: EmbedModelOpt = None,
+    embed_backend: EmbedBackendOpt = None,
+    rerank: RerankOpt = None,
+    rerank_depth: RerankDepthOpt = None,
+    faithfulness: FaithfulnessOpt = None,
     gen_model: GenModelOpt = None,
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
@@ -88,7 +96,8 @@ def command(
     unders = [parse_threshold(s) for s in fail_under or []]
     overs = [parse_threshold(s) for s in fail_over or []]
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
-                             databricks_index=databricks_index, databricks_index_kind=index_kind, top_k=top_k, embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
+                             databricks_index=databricks_index, databricks_index_kind=index_kind, top_k=top_k, embed_model=embed_model, embed_backend=embed_backend,
+                             rerank_model=rerank, rerank_depth=rerank_depth, faithfulness_model=faithfulness, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     with progress_bar(enabled=not quiet) as progress:
         options = dict(qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,

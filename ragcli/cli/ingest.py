@@ -11,6 +11,7 @@ from ragcli.cli._options import (
     DatabricksEndpointOpt,
     DatabricksHostOpt,
     DatabricksIndexOpt,
+    EmbedBackendOpt,
     EmbedModelOpt,
     IndexDirOpt,
     IndexKindOpt,
@@ -38,13 +39,14 @@ def command(
     splitter: Annotated[str | None, typer.Option("--splitter", help="semantic (embedding-based breakpoints) or sentence (fixed size). Env: RAGCLI_SPLITTER.", show_default=False)] = None,
     buffer_size: Annotated[int | None, typer.Option("--buffer-size", min=0, max=10, help="Semantic splitter: sentences on each side compared at a breakpoint. Default 1.", show_default=False)] = None,
     breakpoint_percentile: Annotated[float | None, typer.Option("--breakpoint-percentile", min=1, max=100, help="Semantic splitter: distance percentile that starts a new chunk. Default 95.", show_default=False)] = None,
-    semantic_vectors: Annotated[str | None, typer.Option("--semantic-vectors", help="Semantic splitter: window (embed each sentence window, as llama-index does) or pooled (embed each sentence once and average windows: about half the embedding work). Env: RAGCLI_SEMANTIC_VECTORS.", show_default=False)] = None,
+    semantic_vectors: Annotated[str | None, typer.Option("--semantic-vectors", help="Semantic splitter: window (embed each sentence window, as llama-index does), pooled (embed each sentence once and average windows) or late (read each document once, pool its token vectors per window: about one encode of the text). Example: --semantic-vectors late. Env: RAGCLI_SEMANTIC_VECTORS.", show_default=False)] = None,
     max_chunk_tokens: Annotated[int | None, typer.Option("--max-chunk-tokens", min=16, help="Hard cap on a chunk's length in embedding-model tokens (longer chunks are split again, never truncated). Default 256.", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Texts per embedding batch. Default 32.", show_default=False)] = None,
     index_type: Annotated[str | None, typer.Option("--index-type", help="flat (exact), ivf or hnsw (approximate, for large corpora), or auto (flat up to 100,000 chunks, ivf above; decided again at every ingest). Default: the index's current type; flat for a new index.", show_default=False)] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Decode Markdown files that are not UTF-8 with this encoding (e.g. latin-1).", show_default=False)] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If another ingest holds the index, wait for it instead of failing.")] = False,
     embed_model: EmbedModelOpt = None,
+    embed_backend: EmbedBackendOpt = None,
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
     target: TargetOpt = None,
@@ -75,7 +77,7 @@ def command(
     settings = settings_from(semantic_vectors=semantic_vectors, databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, databricks_index_kind=index_kind, splitter=splitter, buffer_size=buffer_size, breakpoint_percentile=breakpoint_percentile,
                              max_chunk_tokens=max_chunk_tokens, embed_batch_size=batch_size, index_type=index_type,
-                             embed_model=embed_model, models_dir=models_dir, index_dir=index_dir, target=target)
+                             embed_model=embed_model, embed_backend=embed_backend, models_dir=models_dir, index_dir=index_dir, target=target)
     with progress_bar(enabled=not quiet and not json_out) as progress:
         report = ingest(paths, settings, rebuild=rebuild, wait=wait, encoding=encoding, progress=progress)
     if json_out:

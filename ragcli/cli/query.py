@@ -10,13 +10,17 @@ from ragcli.cli._options import (
     DatabricksEndpointOpt,
     DatabricksHostOpt,
     DatabricksIndexOpt,
+    EmbedBackendOpt,
     EmbedModelOpt,
+    FaithfulnessOpt,
     GenModelOpt,
     IndexDirOpt,
     IndexKindOpt,
     JsonOpt,
     ModelsDirOpt,
     ModeOpt,
+    RerankDepthOpt,
+    RerankOpt,
     TargetOpt,
     TopKOpt,
     check_choices,
@@ -45,6 +49,10 @@ def command(
     top_k: TopKOpt = None,
     mode: ModeOpt = None,
     embed_model: EmbedModelOpt = None,
+    embed_backend: EmbedBackendOpt = None,
+    rerank: RerankOpt = None,
+    rerank_depth: RerankDepthOpt = None,
+    faithfulness: FaithfulnessOpt = None,
     gen_model: GenModelOpt = None,
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
@@ -67,7 +75,8 @@ def command(
     check_choices(("--mode", mode, MODES), ("--fusion", fusion, FUSIONS), ("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS))
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, databricks_index_kind=index_kind, top_k=top_k, mode=mode, fusion=fusion, hybrid_alpha=alpha, max_new_tokens=max_new_tokens,
-                             embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
+                             embed_model=embed_model, embed_backend=embed_backend,
+                             rerank_model=rerank, rerank_depth=rerank_depth, faithfulness_model=faithfulness, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target)
     use_context = context or compare
     if stream:
@@ -117,6 +126,11 @@ class _StreamPrinter:
                 self._start(which)
                 self.out.write(a.text or "(empty answer)")
         self.out.write("\n")
+        for which in ("with_context", "without_context"):
+            a = getattr(result, which)
+            if a is not None and a.faithfulness is not None:
+                label = "Faithfulness" if not self.labels else f"Faithfulness ({which.replace('_', ' ')})"
+                self.out.write(f"{label}: {a.faithfulness:.2f}\n")
         self.out.flush()
 
 
@@ -138,11 +152,18 @@ def render(result) -> None:  # QueryResult; kept untyped so this module stays li
             note += ", first passage shortened to fit"
         if a.cut:
             note += f", cut at {a.new_tokens} tokens (raise --max-new-tokens)"
+        if a.faithfulness is not None:
+            note += f", faithfulness {a.faithfulness:.2f}"
         panels.append(Panel(escape(a.text) or "(empty answer)", title="With context", subtitle=note, expand=True))
     if result.without_context is not None:
         b = result.without_context
+        notes = []
+        if b.cut:
+            notes.append(f"cut at {b.new_tokens} tokens (raise --max-new-tokens)")
+        if b.faithfulness is not None:
+            notes.append(f"faithfulness {b.faithfulness:.2f}")
         panels.append(Panel(escape(b.text) or "(empty answer)", title="Without context", expand=True,
-                            subtitle=f"cut at {b.new_tokens} tokens (raise --max-new-tokens)" if b.cut else None))
+                            subtitle=", ".join(notes) or None))
     console.print(f"[bold]Q:[/] {escape(result.question)}", markup=True, highlight=False)
     console.print(Columns(panels, equal=True, expand=True) if len(panels) > 1 else panels[0])
     render_sources(result)

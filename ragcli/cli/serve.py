@@ -10,11 +10,15 @@ from ragcli.cli._options import (
     DatabricksEndpointOpt,
     DatabricksHostOpt,
     DatabricksIndexOpt,
+    EmbedBackendOpt,
     EmbedModelOpt,
+    FaithfulnessOpt,
     GenModelOpt,
     IndexDirOpt,
     ModelsDirOpt,
     ModeOpt,
+    RerankDepthOpt,
+    RerankOpt,
     TargetOpt,
     TopKOpt,
     check_choices,
@@ -47,6 +51,10 @@ def command(
     top_k: TopKOpt = None,
     mode: ModeOpt = None,
     embed_model: EmbedModelOpt = None,
+    embed_backend: EmbedBackendOpt = None,
+    rerank: RerankOpt = None,
+    rerank_depth: RerankDepthOpt = None,
+    faithfulness: FaithfulnessOpt = None,
     gen_model: GenModelOpt = None,
     models_dir: ModelsDirOpt = None,
     index_dir: IndexDirOpt = None,
@@ -61,7 +69,8 @@ def command(
     from ragcli.serve.worker import Limits
 
     check_choices(("--mode", mode, MODES), ("--target", target, TARGETS), ("--log-level", log_level, LOG_LEVELS))
-    settings = settings_from(top_k=top_k, mode=mode, max_new_tokens=max_new_tokens, embed_model=embed_model,
+    settings = settings_from(top_k=top_k, mode=mode, max_new_tokens=max_new_tokens, embed_model=embed_model, embed_backend=embed_backend,
+                             rerank_model=rerank, rerank_depth=rerank_depth, faithfulness_model=faithfulness,
                              gen_model=gen_model, models_dir=models_dir, index_dir=index_dir, target=target,
                              databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index)

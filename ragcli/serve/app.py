@@ -345,6 +345,7 @@ class _Chat:
             "passages_left_out": a.passages_left_out,
             "truncated": a.truncated,
             "no_context": a.no_context,
+            "faithfulness": a.faithfulness,
             "ignored": self.ignored,
         }
         if self.return_sources:
