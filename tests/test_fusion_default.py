@@ -86,7 +86,7 @@ def test_adaptive_without_a_measured_alpha_is_rrf():
 class _Target:
     """Fixed dense and bm25 rankings of 300 chunks (no native hybrid); records the depths asked."""
 
-    capabilities = SimpleNamespace(modes=frozenset({"dense", "bm25"}))
+    capabilities = SimpleNamespace(modes=frozenset({"dense", "bm25"}), embeds_text=False)
 
     def __init__(self) -> None:
         rng = random.Random(7)

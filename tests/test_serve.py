@@ -383,8 +383,8 @@ def test_corrupted_generation_is_refused_and_the_old_one_kept(served, http):
     serving = (root / "CURRENT").read_text().strip()
     bad = f"gen-{int(serving[4:]) + 1:06d}"
     shutil.copytree(root / serving, root / bad)
-    chunks = root / bad / "chunks.jsonl"
-    chunks.write_bytes(chunks.read_bytes().replace(b"Edition", b"Edixion", 1))  # same size, wrong checksum
+    files = root / bad / "files.json"  # the generation's own file table (its segments are shared)
+    files.write_bytes(files.read_bytes().replace(b".md", b".mx", 1))  # same size, wrong checksum
     try:
         (root / "CURRENT.tmp").write_text(bad + "\n")
         os.replace(root / "CURRENT.tmp", root / "CURRENT")
