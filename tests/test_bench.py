@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,10 @@ def _qa(tmp_path: Path, *lines: str) -> Path:
     ('["a list"]', "expected a JSON object"),
     (json.dumps({**GOOD, "question": ""}), "missing or empty \"question\""),
     (json.dumps({k: v for k, v in GOOD.items() if k != "question"}), "missing or empty \"question\""),
-    (json.dumps({**GOOD, "answers": []}), "\"answers\" must be"),
+    (json.dumps({**GOOD, "answers": [""]}), "\"answers\" must be"),
+    (json.dumps({**GOOD, "answers": "x"}), "\"answers\" must be"),
+    (json.dumps({**GOOD, "sources": {"a.md": 0}}), "grades > 0"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "sources"}), "\"sources\" must be"),
     (json.dumps({**GOOD, "sources": "a.md"}), "\"sources\" must be"),
     (json.dumps({**GOOD, "evidence": "text"}), "\"evidence\" must be"),
     (json.dumps(GOOD), "repeated"),
@@ -45,8 +49,19 @@ def test_empty_or_missing_qa_file(tmp_path):
 
 
 def test_qa_rows_are_parsed(tmp_path):
-    rows = load_qa(_qa(tmp_path, json.dumps(GOOD), json.dumps({**GOOD, "id": "q2", "sources": ["sub\\b.md"]})))
+    qa = load_qa(_qa(tmp_path, json.dumps(GOOD), json.dumps({**GOOD, "id": "q2", "sources": ["sub\\b.md"]})))
+    rows = qa.rows
     assert [r.id for r in rows] == ["q1", "q2"] and rows[1].sources == ["sub/b.md"] and rows[0].line == 1
+    assert qa.shape == "jsonl" and not qa.graded and rows[0].relevance == {"a.md": 1.0}
+
+
+def test_answers_and_evidence_are_optional_and_sources_may_be_graded(tmp_path):
+    retrieval_only = {"id": "r1", "question": "Where?", "sources": {"a.md": 2, "b.md": 1}}
+    qa = load_qa(_qa(tmp_path, json.dumps(GOOD), json.dumps(retrieval_only),
+                     json.dumps({"question": "And?", "sources": ["c.md"], "answers": None})))
+    assert [r.answers for r in qa.rows] == [["x"], [], []]
+    assert qa.with_answers == 1 and qa.with_evidence == 1 and qa.graded
+    assert qa.rows[1].relevance == {"a.md": 2.0, "b.md": 1.0} and qa.rows[2].id == "line3"
 
 
 def test_thresholds_parse():
@@ -137,24 +152,46 @@ def test_bench_report_shape(bench_report):
             assert report["metrics"][f"{mode}.{name}"] == r[name]
         assert r["latency_ms"]["total"]["p50"] <= r["latency_ms"]["total"]["p99"]
         assert len(r["per_question"]) == report["questions"]
+        assert r["evidence_rows"] == report["questions"]
+        q = r["per_question"][0]
+        assert q["question"] and q["relevant"] and len(q["hits"]) == len(q["retrieved"]) <= report["k"]
+        assert [h["rank"] for h in q["hits"]] == list(range(1, len(q["hits"]) + 1))
+        assert set(q["hits"][0]) == {"rank", "chunk_id", "source", "position", "score"}
+        assert q["first_relevant_rank"] is None or q["hits"][q["first_relevant_rank"] - 1]["source"] in q["relevant"]
+        # Unrounded: the mean is exactly the mean of the per-question values.
+        assert r["mrr"] == math.fsum(p["mrr"] for p in r["per_question"]) / len(r["per_question"])
     assert set(report["retrieval"]["dense"]["latency_ms"]) >= {"embed_question", "search_dense", "total"}
     assert set(report["retrieval"]["hybrid"]["latency_ms"]) >= {"search_bm25", "fuse"}
     answers = report["answers"]
     for side in ("with_context", "without_context"):
-        assert set(answers[side]) == {"exact_match", "token_f1", "contained"}
+        assert set(answers[side]) == {"exact_match", "token_f1", "contained", "cut_rate"}
+    assert answers["scored"] == report["questions"] and answers["skipped_without_answers"] == 0
     assert 0 <= answers["changed_by_context"] <= report["questions"]
+    assert answers["generator"]["revision"] and answers["max_new_tokens"] == 8
+    for q in answers["per_question"]:
+        assert q["question"] and q["answers"] and isinstance(q["changed_by_context"], bool)
+        for side in ("with_context", "without_context"):
+            a = q[side]
+            assert set(a) >= {"text", "exact_match", "token_f1", "contained", "tokens", "cut"}
+            assert a["cut"] == (a["tokens"] >= 8) and a["tokens"] <= 8
+        assert all(h["source"] for h in q["sources"])
+    assert answers["with_context"]["cut_rate"] == math.fsum(q["with_context"]["cut"] for q in answers["per_question"]) / len(answers["per_question"])
     assert set(answers["latency_ms"]) == {"generate_context", "generate_bare"}
     ingest = report["ingest"]
     assert ingest["chunks"] > 0 and ingest["chunks_per_s"] > 0 and ingest["encode_seconds"] > 0
     assert ingest["reingest_texts_embedded"] == 0 and report["metrics"]["count.reingest_texts_embedded"] == 0
     assert report["retrieval_over_raw"]["pairs"] == 4
     fp = report["fingerprint"]
-    for key in ("embed_model", "embed_revision", "gen_model", "splitter", "retrieval", "corpus_sha256", "qa_sha256",
+    from ragcli import query
+
+    assert fp["gen_revision"] == answers["generator"]["revision"]
+    assert fp["prompt_template"]["context"] == query.CONTEXT_PROMPT and len(fp["prompt_template"]["sha256"]) == 64
+    for key in ("embed_model", "embed_revision", "gen_model", "gen_revision", "splitter", "retrieval", "corpus_sha256", "qa_sha256",
                 "ragcli_version", "python", "platform", "libraries"):
         assert fp[key] is not None
     assert report["memory"]["peak_rss_mb"] > 0
     assert report["gates"] == {"failed": [], "passed": True}
-    assert "Retrieval on" in result.stdout and "Speed" in result.stdout
+    assert "Retrieval on" in result.stdout and "Speed" in result.stdout and "nan" not in result.stdout
 
 
 @pytest.mark.slow

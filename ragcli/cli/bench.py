@@ -32,15 +32,19 @@ EPILOG = """Examples:
 
   ragcli bench --baseline main-report.json --tolerance 0.02 --json report.json
 
+  ragcli bench --qa beir/scifact --no-answers          (a BEIR folder: corpus.jsonl, queries.jsonl, qrels/)
+
+  ragcli bench --qa questions.csv --fusion weighted --alpha 0.3 --max-new-tokens 48
+
 Metric names (for --fail-under, --fail-over, --baseline): MODE.hit_rate|recall|mrr|ndcg|evidence_hit,
-answers.context|bare.exact_match|token_f1|contained, ratio.ingest_over_encode|reingest_over_ingest|
+answers.context|bare.exact_match|token_f1|contained|cut_rate, ratio.ingest_over_encode|reingest_over_ingest|
 retrieval_over_raw|help_over_typer, latency.MODE.p50_ms|p95_ms|p99_ms, count.reingest_texts_embedded.
 Exit code 3 when a gate fails.
 """
 
 
 def command(
-    qa: Annotated[Path, typer.Option("--qa", help="QA file (JSON Lines: id, question, answers, sources, evidence).")] = Path("sample_docs/qa.jsonl"),
+    qa: Annotated[Path, typer.Option("--qa", help="QA set: JSON Lines (question, sources; optional id, answers, evidence), a CSV with question/answer/source columns, or a BEIR folder (corpus.jsonl, queries.jsonl, qrels/*.tsv).")] = Path("sample_docs/qa.jsonl"),
     corpus: Annotated[list[Path] | None, typer.Option("--corpus", help="Ingest these paths into a temporary index first and time it (repeatable). Without it the existing index is used; with no index, the QA file's folder.", show_default=False)] = None,
     modes: Annotated[str, typer.Option("--modes", help="Retrieval modes to score, comma-separated.")] = "dense,bm25,hybrid",
     answers: Annotated[bool, typer.Option("--answers/--no-answers", help="Also generate and score answers with and without context.")] = True,
@@ -52,6 +56,9 @@ def command(
     fail_over: Annotated[list[str] | None, typer.Option("--fail-over", help="METRIC=VALUE: fail (exit 3) if a lower-is-better metric (ratio, latency) is above VALUE. Repeatable.", show_default=False)] = None,
     baseline: Annotated[Path | None, typer.Option("--baseline", help="A previous report: fail if any quality metric dropped by more than --tolerance.", show_default=False)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, max=1.0, help="Allowed drop against --baseline.")] = 0.02,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1, max=4096, help="Most tokens per generated answer (RAGCLI_MAX_NEW_TOKENS); answers that use them all are reported as cut.", show_default=False)] = None,
+    fusion: Annotated[str | None, typer.Option("--fusion", help="How hybrid fuses dense and BM25: rrf or weighted (RAGCLI_FUSION).", show_default=False)] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of dense in weighted fusion, e.g. --fusion weighted --alpha 0.3 (RAGCLI_HYBRID_ALPHA).", show_default=False)] = None,
     top_k: TopKOpt = None,
     embed_model: EmbedModelOpt = None,
     gen_model: GenModelOpt = None,
@@ -67,16 +74,23 @@ def command(
     """Score retrieval (dense, bm25, hybrid) and answers (with/without context) on a QA file; time every stage."""
     from rich.markup import escape
 
-    from ragcli.bench import bench, bench_targets, check_gates, load_baseline, parse_threshold
+    from ragcli.bench import (
+        bench,
+        bench_targets,
+        check_gates,
+        flipped_questions,
+        load_baseline,
+        parse_threshold,
+    )
     from ragcli.cli._output import err, print_json, progress_bar
-    from ragcli.config import MODES, TARGETS, redact
+    from ragcli.config import FUSIONS, MODES, TARGETS, redact
     from ragcli.errors import ThresholdError, UsageError
 
     mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
     bad = [m for m in (*mode_list, answer_mode) if m not in MODES]
     if bad or not mode_list:
         raise UsageError(f"--modes/--answer-mode: {', '.join(bad) or '(none)'} not among {', '.join(MODES)}.")
-    check_choices(("--target", target, TARGETS))
+    check_choices(("--target", target, TARGETS), ("--fusion", fusion, FUSIONS))
     target_list = [t.strip() for t in (targets or "").split(",") if t.strip()]
     if targets is not None:
         if target is not None:
@@ -87,13 +101,17 @@ def command(
     overs = [parse_threshold(s) for s in fail_over or []]
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, top_k=top_k, embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
-                             index_dir=index_dir, target=target)
+                             index_dir=index_dir, target=target,
+                             max_new_tokens=max_new_tokens, fusion=fusion, hybrid_alpha=alpha)
     with progress_bar(enabled=not quiet) as progress:
         options = dict(qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
                        pairs=pairs, startup=startup, progress=progress)
         report = bench_targets(settings, target_list, **options) if target_list else bench(settings, **options)
     base = load_baseline(baseline, report) if baseline else None
     failures = check_gates(report, fail_under=unders, fail_over=overs, baseline=base, tolerance=tolerance)
+    if base is not None:
+        report["flips"] = flipped_questions(report, base)
+        report["baseline_file"] = str(baseline)
     report["gates"] = {"failed": failures, "passed": not failures}
     if json_path is not None:
         import json
@@ -108,10 +126,19 @@ def command(
             render_comparison(report)
         else:
             render(report)
+        if "flips" in report:
+            render_flips(report["flips"])
     if failures:
         for line in failures:
             err().print(f"[red]FAILED[/] {escape(line)}", markup=True, highlight=False)
         raise ThresholdError(f"{len(failures)} bench gate(s) failed: {'; '.join(failures)}")
+
+
+def _num(value: object, digits: int = 3) -> str:
+    """A number for the terminal (the JSON keeps it unrounded); "–" where nothing was measured."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return "–"
+    return f"{value:.{digits}f}"
 
 
 def render(report: dict) -> None:
@@ -121,44 +148,87 @@ def render(report: dict) -> None:
 
     console = out()
     k = report["k"]
-    table = Table(title=f"Retrieval on {report['questions']} questions (k={k})")
+    qa = report.get("qa", {})
+    graded = " graded" if qa.get("graded") else ""
+    table = Table(title=f"Retrieval on {report['questions']} questions (k={k}{graded})")
     for col in ("mode", f"hit@{k}", f"recall@{k}", f"MRR@{k}", f"nDCG@{k}", "evidence", "p50 ms", "p95 ms"):
         table.add_column(col, justify="right")
     for mode, r in report.get("retrieval", {}).items():
         lat = r.get("latency_ms", {}).get("total", {})
-        table.add_row(mode, f"{r['hit_rate']:.3f}", f"{r['recall']:.3f}", f"{r['mrr']:.3f}", f"{r['ndcg']:.3f}",
-                      f"{r.get('evidence_hit', float('nan')):.3f}", f"{lat.get('p50', 0):.2f}", f"{lat.get('p95', 0):.2f}")
+        table.add_row(mode, _num(r["hit_rate"]), _num(r["recall"]), _num(r["mrr"]), _num(r["ndcg"]),
+                      _num(r.get("evidence_hit")), _num(lat.get("p50"), 2), _num(lat.get("p95"), 2))
     console.print(table)
+    if qa and qa.get("with_evidence", 0) < report["questions"]:
+        console.print(f"evidence: scored on the {qa.get('with_evidence', 0)} question(s) that have evidence",
+                      highlight=False)
     a = report.get("answers")
     if a:
-        t2 = Table(title=f"Answers ({a['retrieval_mode']} context)")
-        for col in ("", "exact match", "token F1", "contained", "generate p50 ms"):
+        t2 = Table(title=f"Answers on {a['scored']} of {report['questions']} questions (those with reference "
+                         f"answers; {a['retrieval_mode']} context)")
+        for col in ("", "exact match", "token F1", "contained", "cut", "generate p50 ms"):
             t2.add_column(col, justify="right")
         for side, key in (("with context", "with_context"), ("without context", "without_context")):
             s = a[key]
             lat = a["latency_ms"]["generate_context" if key == "with_context" else "generate_bare"]
-            t2.add_row(side, f"{s['exact_match']:.3f}", f"{s['token_f1']:.3f}", f"{s['contained']:.3f}",
-                       f"{lat.get('p50', 0):.1f}")
+            t2.add_row(side, _num(s["exact_match"]), _num(s["token_f1"]), _num(s["contained"]),
+                       _num(s.get("cut_rate")), _num(lat.get("p50"), 1))
         console.print(t2)
-        console.print(f"Answers changed by context: {a['changed_by_context']}/{report['questions']}; passages left "
-                      f"out of prompts: {a['passages_left_out']}", highlight=False)
+        console.print(f"Answers changed by context: {a['changed_by_context']}/{a['scored']}; passages left "
+                      f"out of prompts: {a['passages_left_out']}; cut at {a.get('max_new_tokens')} new tokens: "
+                      f"{sum(q['with_context']['cut'] for q in a['per_question'])} with context", highlight=False)
+    elif report.get("answers_skipped"):
+        console.print(f"Answers not scored: {report['answers_skipped']}.", highlight=False)
     t3 = Table(title="Speed (ratios against raw baselines in this run; lower is better)")
     for col in ("measure", "value", "detail"):
         t3.add_column(col)
     ing = report.get("ingest")
-    if ing:
-        t3.add_row("ingest_over_encode", str(ing["ingest_over_encode"]),
-                   f"{ing['chunks']} chunks, {ing['seconds']} s, {ing['chunks_per_s']} chunks/s")
-        t3.add_row("reingest_over_ingest", str(ing["reingest_over_ingest"]),
+    if ing and "ingest_over_encode" in ing:
+        t3.add_row("ingest_over_encode", _num(ing["ingest_over_encode"]),
+                   f"{ing['chunks']} chunks, {_num(ing['seconds'], 2)} s, {_num(ing['chunks_per_s'], 1)} chunks/s")
+        t3.add_row("reingest_over_ingest", _num(ing["reingest_over_ingest"]),
                    f"{ing['reingest_texts_embedded']} texts embedded on re-ingest")
     if "retrieval_over_raw" in report:
         r = report["retrieval_over_raw"]
-        t3.add_row("retrieval_over_raw", str(r["median"]), f"IQR {r['iqr']}, {r['pairs']} pairs")
+        t3.add_row("retrieval_over_raw", _num(r["median"]),
+                   f"IQR [{_num(r['iqr'][0])}, {_num(r['iqr'][1])}], {r['pairs']} pairs")
     if "startup" in report:
         r = report["startup"]["help_over_typer"]
-        t3.add_row("help_over_typer", str(r["median"]), f"ragcli --help {r['seconds']} s")
-    t3.add_row("peak memory", f"{report['memory']['peak_rss_mb']} MB", "")
+        t3.add_row("help_over_typer", _num(r["median"]), f"ragcli --help {_num(r['seconds'])} s")
+    t3.add_row("peak memory", f"{_num(report['memory']['peak_rss_mb'], 1)} MB", "")
     console.print(t3)
+
+
+def render_flips(flips: dict, title: str = "") -> None:
+    """The questions that changed against --baseline (hit <-> miss per mode, changed context answers)."""
+    from rich.table import Table
+
+    from ragcli.cli._output import out
+
+    if "targets" in flips:
+        for name, f in flips["targets"].items():
+            render_flips(f, title=f"{name}: ")
+        return
+    console = out()
+    rows = [(mode, f) for mode, fs in flips.get("retrieval", {}).items() for f in fs]
+    if not rows and not flips.get("answers"):
+        console.print(f"{title}No question flipped against the baseline.", highlight=False)
+        return
+    if rows:
+        table = Table(title=f"{title}Retrieval flips against the baseline ({len(rows)})")
+        for col in ("mode", "id", "change", "question", "rank was -> now"):
+            table.add_column(col)
+        for mode, f in rows:
+            table.add_row(mode, f["id"], f["change"], f["question"] or "",
+                          f"{f['was']['first_relevant_rank'] or '–'} -> {f['now']['first_relevant_rank'] or '–'}")
+        console.print(table)
+    if flips.get("answers"):
+        table = Table(title=f"{title}Context answers changed against the baseline ({len(flips['answers'])})")
+        for col in ("id", "question", "was", "now", "F1 was -> now"):
+            table.add_column(col)
+        for f in flips["answers"]:
+            table.add_row(f["id"], f["question"] or "", f["was"].get("text", ""), f["now"].get("text", ""),
+                          f"{_num(f['was'].get('token_f1'))} -> {_num(f['now'].get('token_f1'))}")
+        console.print(table)
 
 
 def render_comparison(report: dict) -> None:
@@ -179,5 +249,5 @@ def render_comparison(report: dict) -> None:
     for metric in first:
         if metric.startswith(("latency.", "ratio.", "count.")):
             continue
-        table.add_row(metric, *(f"{report['targets'][n]['metrics'].get(metric, float('nan')):.3f}" for n in names))
+        table.add_row(metric, *(_num(report["targets"][n]["metrics"].get(metric)) for n in names))
     out().print(table)
