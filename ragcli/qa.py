@@ -164,33 +164,33 @@ def _cells(value: str | None) -> list[str]:
 def _load_csv(path: Path) -> QASet:
     import io
 
-    reader = csv.DictReader(io.StringIO(_text(path), newline=""))
-    header = [h.strip().lower() for h in reader.fieldnames or []]
-    reader.fieldnames = header
-
-    def column(*names: str) -> str | None:
-        return next((n for n in names if n in header), None)
-
-    q_col, s_col = column("question"), column("sources", "source")
-    a_col, e_col, id_col = column("answers", "answer"), column("evidence"), column("id")
-    if q_col is None or s_col is None:
-        raise QAFileError(f"{path}:1: the header needs \"question\" and \"source\" columns "
-                          f"(optional: id, answer, evidence); found {', '.join(header) or 'none'}.")
-    rows: list[QARow] = []
-    seen: set[str] = set()
-    start = 2
+    reader = csv.reader(io.StringIO(_text(path), newline=""))
     try:
-        for record in reader:
-            n, start = start, reader.line_num + 1  # a quoted cell may span lines: the row starts where it began
-            if None in record:
-                raise QAFileError(f"{path}:{n}: more cells than the header has columns.")
-            if not any((v or "").strip() for v in record.values()):
+        header = [h.strip().lower() for h in next(reader, [])]
+
+        def column(*names: str) -> int | None:
+            return next((header.index(n) for n in names if n in header), None)
+
+        q_col, s_col = column("question"), column("sources", "source")
+        a_col, e_col, id_col = column("answers", "answer"), column("evidence"), column("id")
+        if q_col is None or s_col is None:
+            raise QAFileError(f"{path}:1: the header needs \"question\" and \"source\" columns "
+                              f"(optional: id, answer, evidence); found {', '.join(header) or 'none'}.")
+        rows: list[QARow] = []
+        seen: set[str] = set()
+        start = reader.line_num + 1
+        for cells in reader:
+            # A quoted cell may span lines: the row is named by the line it starts on.
+            n, start = start, reader.line_num + 1
+            if not any(c.strip() for c in cells):
                 continue
+            if len(cells) > len(header):
+                raise QAFileError(f"{path}:{n}: more cells than the header has columns.")
+            cells += [""] * (len(header) - len(cells))
             where = f"{path}:{n}"
-            sources = _cells(record.get(s_col))
-            rows.append(_row(where, n, (record.get(id_col) or "").strip() if id_col else f"line{n}",
-                             record.get(q_col), _cells(record.get(a_col)) if a_col else [],
-                             sources or None, _cells(record.get(e_col)) if e_col else [], seen))
+            rows.append(_row(where, n, cells[id_col].strip() if id_col is not None else f"line{n}",
+                             cells[q_col], _cells(cells[a_col]) if a_col is not None else [],
+                             _cells(cells[s_col]) or None, _cells(cells[e_col]) if e_col is not None else [], seen))
     except csv.Error as exc:
         raise QAFileError(f"{path}:{reader.line_num}: not valid CSV ({exc}).") from None
     if not rows:
