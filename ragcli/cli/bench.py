@@ -36,6 +36,8 @@ EPILOG = """Examples:
 
   ragcli bench --qa questions.csv --fusion weighted --alpha 0.3 --max-new-tokens 48
 
+  ragcli bench --corpus docs --no-answers --grid splitter=semantic,sentence --grid k=4,8 --grid alpha=0.3,0.7 --grid fusion=weighted --grid mode=hybrid
+
 Metric names (for --fail-under, --fail-over, --baseline): MODE.hit_rate|recall|mrr|ndcg|evidence_hit,
 answers.context|bare.exact_match|token_f1|contained|cut_rate, ratio.ingest_over_encode|reingest_over_ingest|
 retrieval_over_raw|help_over_typer, latency.MODE.p50_ms|p95_ms|p99_ms, count.reingest_texts_embedded.
@@ -59,6 +61,8 @@ def command(
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1, max=4096, help="Most tokens per generated answer (RAGCLI_MAX_NEW_TOKENS); answers that use them all are reported as cut.", show_default=False)] = None,
     fusion: Annotated[str | None, typer.Option("--fusion", help="How hybrid fuses dense and BM25: rrf or weighted (RAGCLI_FUSION).", show_default=False)] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of dense in weighted fusion, e.g. --fusion weighted --alpha 0.3 (RAGCLI_HYBRID_ALPHA).", show_default=False)] = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="KEY=V1,V2: run every combination (repeatable; keys splitter, chunk_size, buffer_size, breakpoint_percentile, k, mode, fusion, alpha, max_new_tokens) on one corpus and rank the arms, e.g. --grid k=4,8 --grid alpha=0.3,0.7.", show_default=False)] = None,
+    rank_by: Annotated[str, typer.Option("--rank-by", help="Metric that ranks the --grid arms: a metric of the arm's mode (mrr, hit_rate, ndcg, recall) or a full name such as answers.context.contained.")] = "mrr",
     top_k: TopKOpt = None,
     embed_model: EmbedModelOpt = None,
     gen_model: GenModelOpt = None,
@@ -103,6 +107,13 @@ def command(
                              databricks_index=databricks_index, top_k=top_k, embed_model=embed_model, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target,
                              max_new_tokens=max_new_tokens, fusion=fusion, hybrid_alpha=alpha)
+    if grid:
+        if target_list or unders or overs or baseline is not None:
+            raise UsageError("--grid ranks arms; gates (--fail-under, --fail-over, --baseline) and --targets apply to "
+                             "a single run: run bench again with the winning settings to gate on it.")
+        _run_grid(settings, grid, qa=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
+                  rank_by=rank_by, json_path=json_path, quiet=quiet)
+        return
     with progress_bar(enabled=not quiet) as progress:
         options = dict(qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
                        pairs=pairs, startup=startup, progress=progress)
@@ -132,6 +143,52 @@ def command(
         for line in failures:
             err().print(f"[red]FAILED[/] {escape(line)}", markup=True, highlight=False)
         raise ThresholdError(f"{len(failures)} bench gate(s) failed: {'; '.join(failures)}")
+
+
+def _run_grid(settings, specs: list[str], *, qa: Path, corpus, modes, answers: bool, answer_mode: str,
+              rank_by: str, json_path: Path | None, quiet: bool) -> None:
+    import json
+
+    from ragcli.cli._output import print_json, progress_bar
+    from ragcli.config import redact
+    from ragcli.grid import parse_grid, run_grid
+
+    grid = parse_grid(specs)
+    with progress_bar(enabled=not quiet) as progress:
+        report = run_grid(settings, grid, qa_path=qa, corpus=corpus, modes=modes, answers=answers,
+                          answer_mode=answer_mode, rank_by=rank_by, progress=progress)
+    text = redact(json.dumps(report, indent=2, default=str))
+    if json_path is not None and str(json_path) == "-":
+        print_json(json.loads(text))
+        return
+    if json_path is not None:
+        json_path.write_text(text + "\n", encoding="utf-8")
+    render_grid(report)
+
+
+def render_grid(report: dict) -> None:
+    """The arms of a --grid run, best first."""
+    from rich.table import Table
+
+    from ragcli.cli._output import out
+
+    keys = list(report["grid"])
+    table = Table(title=f"Grid: {len(report['arms'])} arms on {report['questions']} questions, ranked by "
+                        f"{report['rank_by']}")
+    for col in ("rank", *keys, "mode", report["rank_by"], "hit", "MRR", "nDCG", "chunks"):
+        table.add_column(col, justify="right")
+    for arm in report["arms"]:
+        r = arm["report"]
+        m = r["metrics"]
+        mode = arm["mode"]
+        table.add_row(str(arm["rank"]), *(str(arm["params"][k]) for k in keys), mode, _num(arm["score"]),
+                      _num(m.get(f"{mode}.hit_rate")), _num(m.get(f"{mode}.mrr")), _num(m.get(f"{mode}.ndcg")),
+                      str(r.get("index", {}).get("chunks", "–")))
+    out().print(table)
+    built = report["indexes"]
+    if built:
+        out().print(f"{len(built)} index(es) built; {sum(i['texts_embedded'] for i in built)} chunk texts embedded, "
+                    f"{report['embedding_cache']['reused']} vectors reused from the cache", highlight=False)
 
 
 def _num(value: object, digits: int = 3) -> str:
