@@ -100,7 +100,11 @@ def bench(
                          f"`ragcli ingest --target {kind.kind} <paths>` first.")
     k = k or settings.top_k
     qa = qa or load_qa(qa_path)
-    report: dict[str, Any] = {"format": REPORT_FORMAT, "ragcli_version": __version__, "qa_file": str(qa_path),
+    import datetime
+
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    report: dict[str, Any] = {"format": REPORT_FORMAT, "created": created, "ragcli_version": __version__,
+                              "qa_file": str(qa_path),
                               "qa_shape": qa.shape, "questions": len(qa.rows), "k": k, "target": kind.kind,
                               "qa": {"rows": len(qa.rows), "with_answers": qa.with_answers,
                                      "with_evidence": qa.with_evidence, "graded": qa.graded}}
@@ -170,7 +174,8 @@ def bench_targets(settings: Settings, targets: list[str], **kwargs: Any) -> dict
     reports = {t: bench(settings.replace(target=t), **kwargs) for t in targets}
     first = reports[targets[0]]
     return {
-        "format": REPORT_FORMAT, "ragcli_version": __version__, "qa_file": first["qa_file"],
+        "format": REPORT_FORMAT, "created": first["created"], "ragcli_version": __version__,
+        "qa_file": first["qa_file"],
         "questions": first["questions"], "k": first["k"], "targets": reports,
         "fingerprint": {**first["fingerprint"], "targets": targets},
         "metrics": {f"{t}.{name}": v for t, r in reports.items() for name, v in r["metrics"].items()},

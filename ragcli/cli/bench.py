@@ -30,7 +30,7 @@ EPILOG = """Examples:
 
   ragcli bench --fail-under dense.hit_rate=0.6 --fail-under answers.context.token_f1=0.2
 
-  ragcli bench --baseline main-report.json --tolerance 0.02 --json report.json
+  ragcli bench --baseline main-report.json --tolerance 0.02 --json report.json --html report.html
 
   ragcli bench --qa beir/scifact --no-answers          (a BEIR folder: corpus.jsonl, queries.jsonl, qrels/)
 
@@ -53,6 +53,7 @@ def command(
     answer_mode: Annotated[str, typer.Option("--answer-mode", help="Retrieval mode used for the context answers.")] = "dense",
     pairs: Annotated[int, typer.Option("--pairs", min=1, max=100, help="Interleaved timing pairs for each speed ratio.")] = 5,
     startup: Annotated[bool, typer.Option("--startup/--no-startup", help="Measure `ragcli --help` start-up against a minimal Typer app.")] = True,
+    html_path: Annotated[Path | None, typer.Option("--html", help="Also write this run as a self-contained HTML page, e.g. --html report.html (the report extra).", show_default=False)] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON to this file ('-' for stdout).", show_default=False)] = None,
     fail_under: Annotated[list[str] | None, typer.Option("--fail-under", help="METRIC=VALUE: fail (exit 3) if the metric is below VALUE. Repeatable.", show_default=False)] = None,
     fail_over: Annotated[list[str] | None, typer.Option("--fail-over", help="METRIC=VALUE: fail (exit 3) if a lower-is-better metric (ratio, latency) is above VALUE. Repeatable.", show_default=False)] = None,
@@ -123,11 +124,12 @@ def command(
     if base is not None:
         report["flips"] = flipped_questions(report, base)
         report["baseline_file"] = str(baseline)
-    report["gates"] = {"failed": failures, "passed": not failures}
-    if json_path is not None:
-        import json
+    report["gates"] = {"failed": failures, "passed": not failures, "fail_under": dict(unders),
+                       "fail_over": dict(overs), "tolerance": tolerance if base is not None else None}
+    import json
 
-        text = redact(json.dumps(report, indent=2, default=str))
+    text = redact(json.dumps(report, indent=2, default=str))
+    if json_path is not None:
         if str(json_path) == "-":
             print_json(json.loads(text))
         else:
@@ -139,6 +141,11 @@ def command(
             render(report)
         if "flips" in report:
             render_flips(report["flips"])
+    if html_path is not None:
+        from ragcli.report import write_html
+
+        write_html([(json_path.stem if json_path and str(json_path) != "-" else "this run", json.loads(text))],
+                   html_path)
     if failures:
         for line in failures:
             err().print(f"[red]FAILED[/] {escape(line)}", markup=True, highlight=False)
