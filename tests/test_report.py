@@ -156,3 +156,16 @@ def test_bench_html_writes_this_run(cli, model_env, docs, tmp_path):
     assert "data-figure='quality'" in page and f"{report['retrieval']['bm25']['mrr']:.3f}" in page
     assert report["fingerprint"]["qa_sha256"] in page
     copy.deepcopy(report)
+
+
+def test_targets_side_by_side(tmp_path):
+    local, remote = _run(*THREE[0]), _run(*THREE[1])
+    remote["metrics"]["dense.mrr"] = 0.4375
+    both = {"format": 2, "created": "2026-01-04T00:00:00+00:00", "ragcli_version": "0.1", "qa_file": "qa.jsonl",
+            "questions": 1, "k": 4, "targets": {"local": local, "databricks": remote},
+            "fingerprint": {**FP, "targets": ["local", "databricks"]},
+            "metrics": {**{f"local.{k}": v for k, v in local["metrics"].items()},
+                        **{f"databricks.{k}": v for k, v in remote["metrics"].items()}}}
+    page = build_html(load_runs(_write(tmp_path, both)))
+    assert "data-figure='targets'" in page and "Targets side by side" in page
+    assert '"name":"databricks"' in page and '"name":"local"' in page and "0.4375" in page
