@@ -497,7 +497,9 @@ def _load_gguf_generator(file: Path, model_id: str, revision: str, max_new_token
     """A causal LM from a GGUF file. transformers reads it with the gguf package and dequantises the
     weights to float32 (so it runs on the same code path as any other generator)."""
     _quiet_libraries()
+    import contextlib
     import importlib.util
+    import io
 
     if importlib.util.find_spec("gguf") is None:
         raise ModelLoadError(f"The generator {file} is a GGUF file, which needs the gguf package: "
@@ -511,8 +513,10 @@ def _load_gguf_generator(file: Path, model_id: str, revision: str, max_new_token
         if getattr(config, "is_encoder_decoder", False):
             raise ValueError("an encoder-decoder model; ragcli reads causal LMs from GGUF files")
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True,
-                                                     dtype=torch.float32)
+        # transformers draws its own tqdm bar while it dequantises (not the one _quiet_libraries turns off).
+        with contextlib.redirect_stderr(io.StringIO()):
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True,
+                                                         dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise ModelLoadError(
             f"Cannot load the GGUF generator {file}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
