@@ -190,7 +190,9 @@ def test_bench_report_shape(bench_report):
                 "ragcli_version", "python", "platform", "libraries"):
         assert fp[key] is not None
     assert report["memory"]["peak_rss_mb"] > 0
-    assert report["gates"] == {"failed": [], "passed": True}
+    assert report["gates"] == {"failed": [], "passed": True, "fail_under": {"bm25.hit_rate": 0.7}, "fail_over": {},
+                               "tolerance": None}
+    assert report["created"].endswith("+00:00")
     assert "Retrieval on" in result.stdout and "Speed" in result.stdout and "nan" not in result.stdout
 
 
