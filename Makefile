@@ -13,7 +13,7 @@ $(BIN)/ragcli: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,databricks,serve,spark,mlflow,onnx]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,databricks,serve,spark,mlflow,onnx,report,gguf]"
 	@touch $@
 
 install: $(BIN)/ragcli

@@ -18,74 +18,26 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragcli import __version__
 from ragcli import metrics as M
 from ragcli.errors import BaselineError, QAFileError
+from ragcli.qa import QARow, QASet, load_qa
 
 if TYPE_CHECKING:  # pragma: no cover
     from ragcli.config import Settings
     from ragcli.types import Progress
 
-REPORT_FORMAT = 1
-# Metrics where lower is better (ratios, latencies, counters); every other metric: higher is better.
-LOWER_IS_BETTER_PREFIXES = ("ratio.", "latency.", "count.")
-
-
-@dataclass(frozen=True)
-class QARow:
-    line: int
-    id: str
-    question: str
-    answers: list[str]
-    sources: list[str]
-    evidence: list[str]
-
-
-def load_qa(path: Path) -> list[QARow]:
-    """Read and validate a QA file (JSON Lines). Every problem names the file and the line."""
-    if not path.is_file():
-        raise QAFileError(f"QA file {path} does not exist. Pass --qa with a JSON Lines file (see README, bench).")
-    rows: list[QARow] = []
-    seen: set[str] = set()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise QAFileError(f"{path} is not UTF-8 text.") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise QAFileError(f"{where}: not valid JSON ({exc.args[0].split(':')[0]}).") from None
-        if not isinstance(obj, dict):
-            raise QAFileError(f"{where}: expected a JSON object with question, answers and sources.")
-        qid = obj.get("id", f"line{n}")
-        question = obj.get("question")
-        answers = obj.get("answers")
-        sources = obj.get("sources")
-        evidence = obj.get("evidence", [])
-        if not isinstance(question, str) or not question.strip():
-            raise QAFileError(f"{where}: missing or empty \"question\".")
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
-            raise QAFileError(f"{where}: \"answers\" must be a non-empty list of strings.")
-        if not isinstance(sources, list) or not sources or not all(isinstance(s, str) and s.strip() for s in sources):
-            raise QAFileError(f"{where}: \"sources\" must be a non-empty list of file paths relative to the corpus root.")
-        if not isinstance(evidence, list) or not all(isinstance(e, str) for e in evidence):
-            raise QAFileError(f"{where}: \"evidence\" must be a list of strings.")
-        if not isinstance(qid, (str, int)) or str(qid) in seen:
-            raise QAFileError(f"{where}: id {qid!r} is missing or repeated.")
-        seen.add(str(qid))
-        rows.append(QARow(n, str(qid), question.strip(), answers, [s.strip().replace("\\", "/") for s in sources],
-                          evidence))
-    if not rows:
-        raise QAFileError(f"{path} holds no questions.")
-    return rows
+REPORT_FORMAT = 2
+# Metrics where lower is better: timings (ratios, latencies: noisy across runs, so a baseline never
+# gates them; use --fail-over) and deterministic counts and rates, which a baseline does gate.
+TIMING_PREFIXES = ("ratio.", "latency.")
+LOWER_IS_BETTER_PREFIXES = (*TIMING_PREFIXES, "count.")
+LOWER_IS_BETTER_SUFFIXES = (".cut_rate", ".truncated_rate")
+# Neither better nor worse: how many answers context changed describes the run, it is not a score.
+NO_DIRECTION = ("answers.changed_by_context", "answers.changed_by_context_rate", "answers.scored")
 
 
 def _timed_pairs(a: Callable[[], Any], b: Callable[[], Any], pairs: int) -> dict[str, Any]:
@@ -103,8 +55,8 @@ def _timed_pairs(a: Callable[[], Any], b: Callable[[], Any], pairs: int) -> dict
         tb.append(y)
         ratios.append(x / y if y > 0 else float("inf"))
     q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
-    return {"median": round(statistics.median(ratios), 4), "iqr": [round(q[0], 4), round(q[2], 4)],
-            "pairs": pairs, "seconds": round(statistics.median(ta), 6), "baseline_seconds": round(statistics.median(tb), 6)}
+    return {"median": statistics.median(ratios), "iqr": [q[0], q[2]],
+            "pairs": pairs, "seconds": statistics.median(ta), "baseline_seconds": statistics.median(tb)}
 
 
 def _norm(text: str) -> str:
@@ -113,7 +65,7 @@ def _norm(text: str) -> str:
 
 def _peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def bench(
@@ -128,10 +80,17 @@ def bench(
     pairs: int = 5,
     startup: bool = True,
     progress: Progress | None = None,
+    qa: QASet | None = None,
+    embedder: Any = None,
+    speed: bool = True,
 ) -> dict[str, Any]:
-    """Run the benchmark and return the report (a JSON-able dict). Never changes the configured index."""
+    """Run the benchmark and return the report (a JSON-able dict). Never changes the configured index.
+
+    `qa` (the loaded `qa_path`) and `embedder` may be passed in by a caller that runs several arms on
+    one set (ragcli.grid); `speed=False` skips the timing ratios (re-ingest, raw search)."""
     from ragcli.errors import IndexNotFoundError, UsageError
     from ragcli.models import load_embedder, load_generator
+    from ragcli.qa import write_beir_corpus
     from ragcli.retrieval import open_retriever
     from ragcli.targets import open_target, settings_target_class
 
@@ -140,35 +99,45 @@ def bench(
         raise UsageError(f"bench never changes a remote index: drop --corpus and run "
                          f"`ragcli ingest --target {kind.kind} <paths>` first.")
     k = k or settings.top_k
-    qa = load_qa(qa_path)
-    report: dict[str, Any] = {"format": REPORT_FORMAT, "ragcli_version": __version__, "qa_file": str(qa_path),
-                              "questions": len(qa), "k": k, "target": kind.kind}
+    qa = qa or load_qa(qa_path)
+    import datetime
+
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    report: dict[str, Any] = {"format": REPORT_FORMAT, "created": created, "ragcli_version": __version__,
+                              "qa_file": str(qa_path),
+                              "qa_shape": qa.shape, "questions": len(qa.rows), "k": k, "target": kind.kind,
+                              "qa": {"rows": len(qa.rows), "with_answers": qa.with_answers,
+                                     "with_evidence": qa.with_evidence, "graded": qa.graded}}
     timings: dict[str, Any] = {}
     t = time.perf_counter()
-    embedder = load_embedder(settings) if any(m in ("dense", "hybrid") for m in modes) or corpus else None
-    timings["load_embedder_s"] = round(time.perf_counter() - t, 4)
+    if embedder is None and (any(m in ("dense", "hybrid") for m in modes) or corpus or qa.corpus):
+        embedder = load_embedder(settings)
+    timings["load_embedder_s"] = time.perf_counter() - t
 
-    if corpus is None and kind.capabilities.scratch_copy:
-        try:
-            open_target(settings).open()
-        except IndexNotFoundError:  # nothing ingested yet: measure the QA file's own folder
-            corpus = [qa_path.parent]
-    tmp_dir = None
-    if corpus:
-        tmp_dir = tempfile.TemporaryDirectory(prefix="ragcli-bench-")
-        settings = kind.scratch_settings(settings, Path(tmp_dir.name))
-        # A cold window cache, so the first ingest pays for every semantic window (ingest_over_encode).
-        settings = settings.replace(window_cache=str(Path(tmp_dir.name) / "window-cache"))
-        report["ingest"] = _bench_ingest(corpus, settings, embedder, progress=progress)
+    tmp_dir = tempfile.TemporaryDirectory(prefix="ragcli-bench-")
     try:
+        if corpus is None and qa.corpus is not None and kind.capabilities.scratch_copy:
+            folder = Path(tmp_dir.name) / "beir-corpus"
+            write_beir_corpus(qa.corpus, folder)  # BEIR documents as files: their names are the sources
+            corpus = [folder]
+        if corpus is None and kind.capabilities.scratch_copy:
+            try:
+                open_target(settings).open()
+            except IndexNotFoundError:  # nothing ingested yet: measure the QA file's own folder
+                corpus = [qa_path.parent]
+        if corpus:
+            settings = kind.scratch_settings(settings, Path(tmp_dir.name) / "index")
+            # A cold window cache, so the first ingest pays for every semantic window (ingest_over_encode).
+            settings = settings.replace(window_cache=str(Path(tmp_dir.name) / "window-cache"))
+            report["ingest"] = _bench_ingest(corpus, settings, embedder, progress=progress, speed=speed)
         retriever = open_retriever(settings, embedder, mode="dense" if embedder is not None else "bm25")
         info = retriever.info
         index_files = set(info.files)
         if index_files:
-            unknown = [(r.line, s) for r in qa for s in r.sources if s not in index_files]
+            unknown = [(r.where, s) for r in qa.rows for s in r.sources if s not in index_files]
             if unknown:
-                line, src = unknown[0]
-                raise QAFileError(f"{qa_path}:{line}: source {src!r} is not a file of the index "
+                where, src = unknown[0]
+                raise QAFileError(f"{where}: source {src!r} is not a file of the index "
                                   f"({len(unknown)} such label(s)); sources are paths relative to the ingested folder.")
         report["index"] = {"generation": info.name, "chunks": info.chunks, "files": len(index_files),
                            "corpus_sha256": info.corpus_sha256, "splitter": info.splitter,
@@ -176,30 +145,31 @@ def bench(
         report["retrieval"] = {}
         hits_by_mode: dict[str, list[Any]] = {}
         for mode in modes:
-            retriever.rerank_enabled = False  # scored without the reranker first (issue 15)
-            report["retrieval"][mode], hits_by_mode[mode] = _bench_retrieval(qa, retriever, mode, k, settings,
+            retriever.rerank_enabled = False  # scored without the reranker first
+            report["retrieval"][mode], hits_by_mode[mode] = _bench_retrieval(qa.rows, retriever, mode, k, settings,
                                                                              progress)
             if settings.rerank_model:  # and again with it: "<mode>+rerank", its time the "rerank" stage
                 retriever.rerank_enabled = True
                 report["retrieval"][f"{mode}+rerank"], hits_by_mode[mode] = _bench_retrieval(
-                    qa, retriever, mode, k, settings, progress)
+                    qa.rows, retriever, mode, k, settings, progress)
         retriever.rerank_enabled = True
-        if embedder is not None and "dense" in modes and retriever.target.capabilities.raw_search:
-            report["retrieval_over_raw"] = _retrieval_ratio(qa, retriever, embedder, k, pairs * 4)
-        if answers:
+        if speed and embedder is not None and "dense" in modes and retriever.target.capabilities.raw_search:
+            report["retrieval_over_raw"] = _retrieval_ratio(qa.rows, retriever, embedder, k, pairs * 4)
+        if answers and qa.with_answers:
             t = time.perf_counter()
             generator = load_generator(settings)
-            timings["load_generator_s"] = round(time.perf_counter() - t, 4)
-            report["answers"] = _bench_answers(qa, retriever, generator, answer_mode, k, settings, progress,
+            timings["load_generator_s"] = time.perf_counter() - t
+            report["answers"] = _bench_answers(qa.rows, retriever, generator, answer_mode, k, settings, progress,
                                                hits=hits_by_mode.get(answer_mode))
+        elif answers:
+            report["answers_skipped"] = "no row of the QA set has answers"
     finally:
-        if tmp_dir is not None:
-            tmp_dir.cleanup()
+        tmp_dir.cleanup()
     if startup:
         report["startup"] = _startup_ratio(pairs=max(3, pairs // 2))
     report["timings"] = timings
     report["memory"] = {"peak_rss_mb": _peak_rss_mb()}
-    report["fingerprint"] = fingerprint(settings, qa_path, report, modes, answer_mode)
+    report["fingerprint"] = fingerprint(settings, qa, report, modes, answer_mode)
     report["metrics"] = flat_metrics(report)
     return report
 
@@ -212,7 +182,8 @@ def bench_targets(settings: Settings, targets: list[str], **kwargs: Any) -> dict
     reports = {t: bench(settings.replace(target=t), **kwargs) for t in targets}
     first = reports[targets[0]]
     return {
-        "format": REPORT_FORMAT, "ragcli_version": __version__, "qa_file": first["qa_file"],
+        "format": REPORT_FORMAT, "created": first["created"], "ragcli_version": __version__,
+        "qa_file": first["qa_file"],
         "questions": first["questions"], "k": first["k"], "targets": reports,
         "fingerprint": {**first["fingerprint"], "targets": targets},
         "metrics": {f"{t}.{name}": v for t, r in reports.items() for name, v in r["metrics"].items()},
@@ -220,7 +191,7 @@ def bench_targets(settings: Settings, targets: list[str], **kwargs: Any) -> dict
 
 
 def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *,
-                  progress: Progress | None) -> dict[str, Any]:
+                  progress: Progress | None, speed: bool = True) -> dict[str, Any]:
     from ragcli.ingest import ingest
 
     before = embedder.texts_embedded
@@ -228,6 +199,23 @@ def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *,
     first = ingest(corpus, settings, rebuild=True, embedder=embedder, progress=progress)
     seconds = time.perf_counter() - t
     embedded_first = embedder.texts_embedded - before
+    out: dict[str, Any] = {
+        "files": len([f for f in first.files if f.status in ("added", "changed")]),
+        "failed": len(first.failed),
+        "chunks": first.chunks_total,
+        "tokens": first.tokens,
+        "seconds": seconds,
+        "files_per_s": len(first.files) / seconds if seconds else None,
+        "chunks_per_s": first.chunks_total / seconds if seconds else None,
+        "tokens_per_s": first.tokens / seconds if seconds else None,
+        "texts_embedded": embedded_first,
+        "resplit_chunks": first.resplit_chunks,
+        "hard_cuts": first.hard_cuts,
+    }
+    if first.chunks_total:
+        out["texts_embedded_over_chunks"] = embedded_first / first.chunks_total
+    if not speed:
+        return out
     # Baseline: one encode of the same final chunk texts with the same loaded model.
     from ragcli.targets import open_target
 
@@ -240,32 +228,27 @@ def _bench_ingest(corpus: list[Path], settings: Settings, embedder: Any, *,
     t = time.perf_counter()
     ingest(corpus, settings, embedder=embedder)
     reingest_s = time.perf_counter() - t
-    out = {
-        "files": len([f for f in first.files if f.status in ("added", "changed")]),
-        "failed": len(first.failed),
-        "chunks": first.chunks_total,
-        "tokens": first.tokens,
-        "seconds": round(seconds, 4),
-        "files_per_s": round(len(first.files) / seconds, 3) if seconds else None,
-        "chunks_per_s": round(first.chunks_total / seconds, 3) if seconds else None,
-        "tokens_per_s": round(first.tokens / seconds, 3) if seconds else None,
-        "texts_embedded": embedded_first,
-        "encode_seconds": round(encode_s, 4),
-        "ingest_over_encode": round(seconds / encode_s, 4) if encode_s else None,
-        "reingest_seconds": round(reingest_s, 4),
-        "reingest_over_ingest": round(reingest_s / seconds, 4) if seconds else None,
+    out.update({
+        "encode_seconds": encode_s,
+        "ingest_over_encode": seconds / encode_s if encode_s else None,
+        "reingest_seconds": reingest_s,
+        "reingest_over_ingest": reingest_s / seconds if seconds else None,
         "reingest_texts_embedded": embedder.texts_embedded - before,
-        "resplit_chunks": first.resplit_chunks,
-        "hard_cuts": first.hard_cuts,
-    }
-    if first.chunks_total:
-        out["texts_embedded_over_chunks"] = round(embedded_first / first.chunks_total, 3)
+    })
     return out
+
+
+def _hit_row(hit: Any) -> dict[str, Any]:
+    return {"rank": hit.rank, "chunk_id": hit.chunk_id, "source": hit.file, "position": hit.position,
+            "score": float(hit.score)}
 
 
 def _bench_retrieval(qa: list[QARow], retriever: Any, mode: str, k: int, settings: Settings,
                      progress: Progress | None) -> tuple[dict[str, Any], list[Any]]:
-    """Scores and latencies of one mode, and the hits of every question (reused for the answers)."""
+    """Scores and latencies of one mode, and the hits of every question (reused for the answers).
+
+    Every row is scored (binary metrics on the set of relevant sources, nDCG on their grades);
+    `evidence_hit` only on the rows that have evidence (`evidence_rows` says how many)."""
     per_q, stage_samples, all_hits = [], {}, []
     values: dict[str, list[float]] = {"hit_rate": [], "recall": [], "mrr": [], "ndcg": [], "evidence_hit": []}
     for n, row in enumerate(qa, 1):
@@ -278,20 +261,23 @@ def _bench_retrieval(qa: list[QARow], retriever: Any, mode: str, k: int, setting
         for stage, secs in timings.items():
             stage_samples.setdefault(stage, []).append(secs * 1000)
         files = [h.file for h in hits]
-        relevant = set(row.sources)
+        relevant = set(row.relevance)
         scores = {"hit_rate": M.hit_rate_at_k(files, relevant, k), "recall": M.recall_at_k(files, relevant, k),
-                  "mrr": M.mrr_at_k(files, relevant, k), "ndcg": M.ndcg_at_k(files, relevant, k)}
+                  "mrr": M.mrr_at_k(files, relevant, k), "ndcg": M.ndcg_at_k(files, row.relevance, k)}
         if row.evidence:
             texts = [_norm(h.text) for h in hits]
             scores["evidence_hit"] = float(any(_norm(e) in t for e in row.evidence for t in texts))
         for key, v in scores.items():
             values[key].append(v)
-        per_q.append({"id": row.id, "retrieved": files, **scores})
+        first = next((h.rank or i for i, h in enumerate(hits, 1) if h.file in relevant), None)
+        per_q.append({"id": row.id, "question": row.question, "relevant": row.relevance,
+                      "retrieved": files, "first_relevant_rank": first,
+                      "hits": [_hit_row(h) for h in hits], **scores})
         if progress:
             progress(f"retrieve {mode}", n, len(qa))
-    out = {name: round(M.mean(v), 4) for name, v in values.items() if v}
-    out["latency_ms"] = {stage: {k2: round(v, 3) for k2, v in M.percentiles(s).items()}
-                         for stage, s in stage_samples.items()}
+    out: dict[str, Any] = {name: M.mean(v) for name, v in values.items() if v}
+    out["evidence_rows"] = len(values["evidence_hit"])
+    out["latency_ms"] = {stage: M.percentiles(s) for stage, s in stage_samples.items()}
     out["per_question"] = per_q
     return out, all_hits
 
@@ -316,55 +302,87 @@ def _retrieval_ratio(qa: list[QARow], retriever: Any, embedder: Any, k: int, pai
     return _timed_pairs(ours, raw, pairs)
 
 
+def _answer_row(completion: Any, row: QARow) -> dict[str, Any]:
+    """One answer's scores. `tokens` and `cut` come from the generator (cut: it stopped at
+    --max-new-tokens before the model's end token or a stop sequence)."""
+    text = completion.text
+    return {"text": text, "exact_match": M.exact_match(text, row.answers), "token_f1": M.token_f1(text, row.answers),
+            "contained": M.answer_contained(text, row.answers),
+            "token_recall": M.token_recall(text, row.answers), "tokens": completion.tokens,
+            "prompt_tokens": completion.prompt_tokens, "cut": bool(completion.cut)}
+
+
 def _bench_answers(qa: list[QARow], retriever: Any, generator: Any, mode: str, k: int, settings: Settings,
                    progress: Progress | None, hits: list[Any] | None = None) -> dict[str, Any]:
+    """Answers with and without context on the rows that have reference answers (the others are skipped:
+    nothing to score them against). An answer is `cut` when it used all of --max-new-tokens."""
+    from ragcli.prompts import prompt_template as template_of
     from ragcli.query import bare_prompt, build_prompt
 
-    ctx_scores: dict[str, list[float]] = {"exact_match": [], "token_f1": [], "contained": []}
-    bare_scores: dict[str, list[float]] = {"exact_match": [], "token_f1": [], "contained": []}
+    names = ("exact_match", "token_f1", "contained", "token_recall", "cut")
+    sides: dict[str, dict[str, list[float]]] = {"with_context": {n: [] for n in names},
+                                                "without_context": {n: [] for n in names}}
     gen_ctx, gen_bare, per_q = [], [], []
     changed = left_out = truncated = 0
+    limit = settings.max_new_tokens
+    rows = [(n, row) for n, row in enumerate(qa) if row.answers]
     judge = None
-    if settings.faithfulness_model:  # issue 15: each answer's support by the prompt's passages
+    if settings.faithfulness_model:  # each answer's support by the prompt's passages
         from ragcli.judges import faithfulness, load_judge
 
         judge = load_judge(settings)
-        ctx_scores["faithfulness"], bare_scores["faithfulness"], judge_ms = [], [], []
-    for n, row in enumerate(qa, 1):
-        row_hits = hits[n - 1] if hits is not None else retriever.search(
+        judged_scores: dict[str, list[float]] = {"with_context": [], "without_context": []}
+        judge_ms: list[float] = []
+    for done, (n, row) in enumerate(rows, 1):
+        row_hits = hits[n] if hits is not None else retriever.search(
             row.question, k, mode, fusion=settings.fusion, alpha=settings.hybrid_alpha)
         plan = build_prompt(row.question, row_hits, generator)
         left_out += plan.left_out
         truncated += int(plan.truncated)
         t = time.perf_counter()
-        with_ctx = generator.generate(plan.prompt, settings.max_new_tokens).text
+        with_ctx = _answer_row(generator.generate(plan.prompt, limit), row)
         gen_ctx.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        without = generator.generate(bare_prompt(row.question, generator), settings.max_new_tokens).text
+        without = _answer_row(generator.generate(bare_prompt(row.question, generator), limit), row)
         gen_bare.append((time.perf_counter() - t) * 1000)
-        for scores, text in ((ctx_scores, with_ctx), (bare_scores, without)):
-            scores["exact_match"].append(M.exact_match(text, row.answers))
-            scores["token_f1"].append(M.token_f1(text, row.answers))
-            scores["contained"].append(M.answer_contained(text, row.answers))
-        changed += int(M.normalize_answer(with_ctx) != M.normalize_answer(without))
-        per_q.append({"id": row.id, "with_context": with_ctx, "without_context": without})
+        for side, result in (("with_context", with_ctx), ("without_context", without)):
+            for name in names:
+                sides[side][name].append(float(result[name]))
+        flipped = M.normalize_answer(with_ctx["text"]) != M.normalize_answer(without["text"])
+        changed += int(flipped)
+        per_q.append({"id": row.id, "question": row.question, "answers": row.answers,
+                      "sources": [_hit_row(h) for h in row_hits[:plan.used]], "passages_left_out": plan.left_out,
+                      "prompt_truncated": plan.truncated, "with_context": with_ctx, "without_context": without,
+                      "changed_by_context": flipped})
         if judge is not None:
             passages = [h.text for h in row_hits[: plan.used]]
             t = time.perf_counter()
-            judged = {side: faithfulness(text, passages, judge) for side, text in
+            judged = {side: faithfulness(answer["text"], passages, judge) for side, answer in
                       (("with_context", with_ctx), ("without_context", without))}
             judge_ms.append((time.perf_counter() - t) * 1000)
-            for side, scores in (("with_context", ctx_scores), ("without_context", bare_scores)):
-                if judged[side] is not None:  # None: an empty answer or no passage
-                    scores["faithfulness"].append(judged[side])
+            for side, value in judged.items():
+                if value is not None:  # None: an empty answer or no passage
+                    judged_scores[side].append(value)
             per_q[-1]["faithfulness"] = judged
         if progress:
-            progress("answers", n, len(qa))
+            progress("answers", done, len(rows))
+    means = {side: {name: M.mean(v) for name, v in values.items()} for side, values in sides.items()}
+    for side in means.values():
+        side["cut_rate"] = side.pop("cut")
+    if judge is not None:
+        for side, values in judged_scores.items():
+            if values:
+                means[side]["faithfulness"] = M.mean(values)
     return {
         "retrieval_mode": mode,
-        "with_context": {k2: round(M.mean(v), 4) for k2, v in ctx_scores.items() if v},
-        "without_context": {k2: round(M.mean(v), 4) for k2, v in bare_scores.items() if v},
+        "scored": len(rows),
+        "skipped_without_answers": len(qa) - len(rows),
+        "generator": generator.info(),
+        "prompt_template": template_of(generator),
+        "max_new_tokens": limit,
+        **means,
         "changed_by_context": changed,
+        "changed_by_context_rate": changed / len(rows),
         "passages_left_out": left_out,
         "prompts_truncated": truncated,
         "latency_ms": {"generate_context": M.percentiles(gen_ctx), "generate_bare": M.percentiles(gen_bare),
@@ -390,10 +408,36 @@ def _startup_ratio(pairs: int) -> dict[str, Any]:
     return {"help_over_typer": _timed_pairs(ours, typer_only, pairs)}
 
 
-def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes: tuple[str, ...],
+def prompt_template(report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The prompt template the answers were generated with (ragcli.prompts, chosen by the generator's
+    kind), recorded in the fingerprint; without answers, the seq2seq template."""
+    used = ((report or {}).get("answers") or {}).get("prompt_template")
+    if used:
+        return {k: v for k, v in used.items() if k != "sha256"}
+    from ragcli.prompts import prompt_template as template_of
+
+    return {k: v for k, v in template_of(None).items() if k != "sha256"}
+
+
+def qa_sha256(qa: QASet) -> str:
+    """The QA file's SHA-256; for a set of several files (BEIR), the SHA-256 of their names and hashes."""
+    import hashlib
+
+    from ragcli.types import sha256_file
+
+    if len(qa.files) == 1:
+        return sha256_file(qa.files[0])
+    h = hashlib.sha256()
+    for f in qa.files:
+        h.update(f"{f.name}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def fingerprint(settings: Settings, qa: QASet, report: dict[str, Any], modes: tuple[str, ...],
                 answer_mode: str) -> dict[str, Any]:
     """Everything needed to reproduce the run (no secrets)."""
-    from ragcli.types import sha256_file
+    import hashlib
+
     from ragcli.versions import library_versions
 
     index = report.get("index", {})
@@ -403,18 +447,24 @@ def fingerprint(settings: Settings, qa_path: Path, report: dict[str, Any], modes
         threads = torch.get_num_threads()
     except ImportError:  # pragma: no cover
         threads = None
+    templates = prompt_template(report)
     return {
         "embed_model": settings.embed_model,
         "embed_revision": (index.get("embed") or {}).get("revision"),
         "gen_model": settings.gen_model,
+        "gen_revision": ((report.get("answers") or {}).get("generator") or {}).get("revision"),
+        "prompt_template": {**templates, "sha256": hashlib.sha256(
+            json.dumps(templates, sort_keys=True).encode()).hexdigest()},
         "splitter": index.get("splitter"),
         "retrieval": {"k": report["k"], "modes": list(modes), "fusion": settings.fusion, "alpha": settings.hybrid_alpha,
                       "answer_mode": answer_mode, "max_new_tokens": settings.max_new_tokens,
                       "rerank_model": settings.rerank_model, "rerank_depth": settings.rerank_depth,
                       "faithfulness_model": settings.faithfulness_model},
+        "embed_backend": settings.embed_backend,
         "index_type": index.get("index_type"),
         "corpus_sha256": index.get("corpus_sha256"),
-        "qa_sha256": sha256_file(qa_path),
+        "qa_sha256": qa_sha256(qa),
+        "qa_shape": qa.shape,
         "target": settings.target,
         "ragcli_version": __version__,
         "python": platform.python_version(),
@@ -443,12 +493,15 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
             for name, v in a[side].items():
                 out[f"answers.{key}.{name}"] = v
         out["answers.changed_by_context"] = a["changed_by_context"]
+        out["answers.changed_by_context_rate"] = a["changed_by_context_rate"]
+        out["count.prompts_truncated"] = a["prompts_truncated"]
     ing = report.get("ingest")
     if ing:
         for name in ("ingest_over_encode", "reingest_over_ingest"):
             if ing.get(name) is not None:
                 out[f"ratio.{name}"] = ing[name]
-        out["count.reingest_texts_embedded"] = ing["reingest_texts_embedded"]
+        if "reingest_texts_embedded" in ing:
+            out["count.reingest_texts_embedded"] = ing["reingest_texts_embedded"]
     if "retrieval_over_raw" in report:
         out["ratio.retrieval_over_raw"] = report["retrieval_over_raw"]["median"]
     if "startup" in report:
@@ -456,8 +509,31 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _bare_name(metric: str) -> str:
+    """The metric's name without a target prefix (`local.dense.mrr` -> `dense.mrr`, from bench_targets)."""
+    from ragcli.config import TARGETS
+
+    head, _, rest = metric.partition(".")
+    return rest if head in TARGETS and rest else metric
+
+
+def metric_direction(metric: str) -> str:
+    """"higher" (quality scores), "lower" (timings, counts, cut rates) or "none" (descriptive numbers
+    such as how many answers context changed: neither more nor fewer is better)."""
+    name = _bare_name(metric)
+    if name in NO_DIRECTION:
+        return "none"
+    if name.startswith(LOWER_IS_BETTER_PREFIXES) or name.endswith(LOWER_IS_BETTER_SUFFIXES):
+        return "lower"
+    return "higher"
+
+
 def lower_is_better(metric: str) -> bool:
-    return metric.startswith(LOWER_IS_BETTER_PREFIXES)
+    return metric_direction(metric) == "lower"
+
+
+def is_timing(metric: str) -> bool:
+    return _bare_name(metric).startswith(TIMING_PREFIXES)
 
 
 def parse_threshold(spec: str) -> tuple[str, float]:
@@ -490,10 +566,14 @@ def check_gates(report: dict[str, Any], *, fail_under: list[tuple[str, float]] =
             failures.append(f"{name} = {metrics[name]} > {limit}")
     if baseline is not None:
         for name, old in sorted(baseline.get("metrics", {}).items()):
-            if name not in metrics or lower_is_better(name):
+            direction = metric_direction(name)
+            if name not in metrics or direction == "none" or is_timing(name):
                 continue  # timings are too noisy to compare across runs: gate them with --fail-over
-            if metrics[name] < old - tolerance:
+            if direction == "higher" and metrics[name] < old - tolerance:
                 failures.append(f"{name} = {metrics[name]} regressed from {old} (tolerance {tolerance})")
+            elif direction == "lower" and metrics[name] > old + tolerance:
+                failures.append(f"{name} = {metrics[name]} regressed from {old} (lower is better; "
+                                f"tolerance {tolerance})")
     return failures
 
 
@@ -513,3 +593,55 @@ def load_baseline(path: Path, report: dict[str, Any]) -> dict[str, Any]:
             raise BaselineError(f"Baseline {path} was measured on another {what}; comparing would mislead. "
                                 "Re-run the baseline on the same inputs.")
     return base
+
+
+def _answer_text(side: Any) -> str:
+    return side if isinstance(side, str) else (side or {}).get("text", "")
+
+
+def _answer_side(q: dict[str, Any], side: str) -> dict[str, Any]:
+    value = q.get(side)
+    data = {"text": value} if isinstance(value, str) else dict(value or {})
+    data["sources"] = [h.get("source") for h in q.get("sources", [])]
+    return data
+
+
+def flipped_questions(report: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """The questions whose outcome changed against `baseline`: per retrieval mode, those that went from
+    a hit to a miss or back; for the answers, those whose context answer changed (both answers, their
+    scores and the sources they were given). Questions are matched by id."""
+    if "targets" in report:
+        return {"targets": {name: flipped_questions(r, baseline.get("targets", {}).get(name, {}))
+                            for name, r in report["targets"].items()}}
+    out: dict[str, Any] = {"retrieval": {}, "answers": []}
+    for mode, r in report.get("retrieval", {}).items():
+        old = {q["id"]: q for q in baseline.get("retrieval", {}).get(mode, {}).get("per_question", [])}
+        rows = []
+        for q in r.get("per_question", []):
+            o = old.get(q["id"])
+            if o is None or "hit_rate" not in o or o["hit_rate"] == q["hit_rate"]:
+                continue
+            rows.append({"id": q["id"], "question": q.get("question") or o.get("question"),
+                         "change": "miss->hit" if q["hit_rate"] > o["hit_rate"] else "hit->miss",
+                         "relevant": q.get("relevant"),
+                         "was": {"first_relevant_rank": o.get("first_relevant_rank"), "retrieved": o.get("retrieved", [])},
+                         "now": {"first_relevant_rank": q.get("first_relevant_rank"), "retrieved": q.get("retrieved", [])}})
+        out["retrieval"][mode] = rows
+    old_answers = {q["id"]: q for q in (baseline.get("answers") or {}).get("per_question", [])}
+    for q in (report.get("answers") or {}).get("per_question", []):
+        o = old_answers.get(q["id"])
+        if o is None:
+            continue
+        was, now = _answer_text(o.get("with_context")), _answer_text(q.get("with_context"))
+        if M.normalize_answer(was) == M.normalize_answer(now):
+            continue
+        out["answers"].append({"id": q["id"], "question": q.get("question") or o.get("question"),
+                               "answers": q.get("answers"),
+                               "was": _answer_side(o, "with_context"), "now": _answer_side(q, "with_context")})
+    return out
+
+
+def count_flips(flips: dict[str, Any]) -> int:
+    if "targets" in flips:
+        return sum(count_flips(f) for f in flips["targets"].values())
+    return sum(len(v) for v in flips.get("retrieval", {}).values()) + len(flips.get("answers", []))

@@ -119,13 +119,22 @@ def download_model(
     trust_remote_code: bool = False,
     progress: ProgressCallback | None = None,
     max_workers: int = 8,
+    file: str | None = None,
 ) -> list[DownloadResult]:
     """Download Hub repos into `settings.models_dir` and record them in the lock file.
 
     With no repo ids, the configured embedding model and generator are fetched (those that are local
     folders are skipped). `progress(stage, done, total)` is called with bytes, `stage` being the repo id.
-    Returns one `DownloadResult` per model, in order."""
+    Returns one `DownloadResult` per model, in order. `file` fetches that one file of one repo only
+    (e.g. a GGUF generator: `file="model.Q4_1.gguf"`), whatever its type."""
     targets = _targets(repo_ids, settings)
+    if file is not None:
+        file = file.strip().lstrip("/")
+        if not file or ".." in file.split("/"):
+            raise UsageError("--file names one file of the repo by its path, e.g. --file model.Q4_1.gguf.")
+        if len(targets) != 1:
+            raise UsageError(f"--file names a file of one repo, but {len(targets)} models were selected; "
+                             "download it with: ragcli download-model ORG/NAME --file NAME")
     if revision is not None:
         revision = revision.strip()
         if not revision:
@@ -170,6 +179,7 @@ def download_model(
                         trust_remote_code=trust_remote_code,
                         progress=progress,
                         max_workers=max_workers,
+                        only_file=file,
                     )
                 )
             except RagcliError as exc:
@@ -383,6 +393,7 @@ def _download_one(
     trust_remote_code: bool,
     progress: ProgressCallback | None,
     max_workers: int,
+    only_file: str | None = None,
 ) -> DownloadResult:
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from huggingface_hub.utils import filter_repo_objects
@@ -401,7 +412,11 @@ def _download_one(
     requested = ctx.revision or _DEFAULT_BRANCH
     siblings = {s.rfilename: s for s in (info.siblings or [])}
 
-    allow, ignore = _patterns(repo_id, list(siblings), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if only_file is not None:
+        allow, ignore = _one_file(repo_id, only_file, list(siblings), allow_pickle=allow_pickle)
+    else:
+        allow, ignore = _patterns(repo_id, list(siblings), allow_pickle=allow_pickle,
+                                  trust_remote_code=trust_remote_code)
     expected = sorted(filter_repo_objects(list(siblings), allow_patterns=allow, ignore_patterns=ignore))
 
     storage = registry.repo_folder(models_dir, repo_id)
@@ -465,6 +480,21 @@ def _download_one(
     )
 
 
+def _one_file(repo_id: str, name: str, files: list[str], *, allow_pickle: bool) -> tuple[list[str], list[str]]:
+    """allow/ignore patterns that fetch exactly `name` (download-model --file)."""
+    import fnmatch
+    import glob
+
+    if name not in files:
+        ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
+        hint = f"; its GGUF files: {', '.join(ggufs[:6])}" if ggufs else ""
+        raise ModelDownloadError(f"{repo_id} has no file {name!r}{hint}. Pass its path in the repo to --file.")
+    if not allow_pickle and any(fnmatch.fnmatch(name, p) for p in PICKLE_PATTERNS):
+        raise ModelDownloadError(f"{name} is a pickle, which can run code when loaded; pass --allow-pickle to "
+                                 "download it anyway (only from a repo you trust).")
+    return [glob.escape(name)], []
+
+
 def _patterns(
     repo_id: str, files: list[str], *, allow_pickle: bool, trust_remote_code: bool
 ) -> tuple[list[str], list[str]]:
@@ -479,6 +509,12 @@ def _patterns(
             filter_repo_objects(files, allow_patterns=PICKLE_PATTERNS, ignore_patterns=structural_ignore + PICKLE_NEVER)
         )
         torch_pickles = list(filter_repo_objects(pickles, allow_patterns=PICKLE_WEIGHT_PATTERNS))
+        ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
+        if ggufs and not allow_pickle:
+            raise ModelDownloadError(
+                f"{repo_id} has no .safetensors weights but GGUF files ({', '.join(ggufs[:4])}); download one "
+                f"with: ragcli download-model {repo_id} --file {ggufs[0]}"
+            )
         if not pickles:
             raise ModelDownloadError(
                 f"{repo_id} has no model weights (no .safetensors file); choose a repo that has them."

@@ -24,7 +24,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "answer_contained",
@@ -92,28 +92,41 @@ def mrr_at_k(retrieved: Sequence[str], relevant: set[str], k: int) -> float:
     return 0.0
 
 
-def ndcg_at_k(retrieved: Sequence[str], relevant: set[str], k: int) -> float:
-    """Normalised discounted cumulative gain over the top `k` entries, with binary relevance.
+def ndcg_at_k(retrieved: Sequence[str], relevant: set[str] | Mapping[str, float], k: int) -> float:
+    """Normalised discounted cumulative gain over the top `k` entries, binary or graded.
 
-    DCG = sum over ranks r (starting at 1) of gain_r / log2(r + 1), where gain_r is 1 if the entry
-    at rank r is a relevant file **seen for the first time** in the ranking, else 0. Duplicate rule:
+    `relevant` is a set of relevant files (binary relevance: every gain is 1) or a mapping from each
+    relevant file to its grade (graded relevance, e.g. BEIR qrels: the gain is the grade, as in
+    trec_eval's and ranx's "ndcg"; files missing from the mapping, or graded <= 0, gain 0).
+
+    DCG = sum over ranks r (starting at 1) of gain_r / log2(r + 1), where gain_r is the grade of the
+    entry at rank r if that file is **seen for the first time** in the ranking, else 0. Duplicate rule:
     chunks of one file repeat in the list, and crediting each of them would let a retriever that
     returns five chunks of one relevant file beat one that finds every relevant file; so a relevant
     file earns its gain only at its first occurrence and later duplicates earn 0 (they still take
-    up a rank). The ideal DCG puts min(len(relevant), k) relevant files at ranks 1, 2, ..., so the
-    result lies in [0, 1]. Fewer than `k` entries is fine.
+    up a rank). The ideal DCG puts the min(len(relevant), k) highest grades at ranks 1, 2, ..., so the
+    result lies in [0, 1]. Fewer than `k` entries is fine. With unique entries this equals ranx's
+    ndcg@k (tests/test_metrics.py checks it to 1e-9).
 
-    Raises ValueError if `relevant` is empty or `k` < 1.
+    Raises ValueError if `relevant` is empty (or has no positive grade) or `k` < 1.
     """
-    _check_retrieval_args(relevant, k)
+    grades = _grades(relevant)
+    _check_retrieval_args(set(grades), k)
     credited: set[str] = set()
     dcg = 0.0
     for rank, source in enumerate(retrieved[:k], start=1):
-        if source in relevant and source not in credited:
+        if source in grades and source not in credited:
             credited.add(source)
-            dcg += 1.0 / math.log2(rank + 1)
-    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(relevant), k) + 1))
+            dcg += grades[source] / math.log2(rank + 1)
+    best = sorted(grades.values(), reverse=True)[:k]
+    ideal = math.fsum(g / math.log2(rank + 1) for rank, g in enumerate(best, start=1))
     return dcg / ideal
+
+
+def _grades(relevant: set[str] | Mapping[str, float]) -> dict[str, float]:
+    if isinstance(relevant, Mapping):
+        return {name: float(g) for name, g in relevant.items() if g > 0}
+    return dict.fromkeys(relevant, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------

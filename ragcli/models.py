@@ -690,6 +690,9 @@ class TokenStream:
 
 @functools.lru_cache(maxsize=2)
 def _load_generator(path: str, model_id: str, revision: str, max_new_tokens: int) -> Generator:
+    gguf_file = gguf_file_of(Path(path))
+    if gguf_file is not None:
+        return _load_gguf_generator(gguf_file, model_id, revision, max_new_tokens)
     _quiet_libraries()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -719,6 +722,65 @@ def _load_generator(path: str, model_id: str, revision: str, max_new_tokens: int
         revision=revision,
         path=Path(path),
         kind=kind,
+        max_input_tokens=limit,
+        _model=model,
+        _tokenizer=tokenizer,
+        chat_template=bool(getattr(tokenizer, "chat_template", None)),
+    )
+
+
+# -- GGUF generators: a .gguf file, or a folder holding one ----------------------------------------
+def gguf_file_of(path: Path) -> Path | None:
+    """The GGUF file a generator path names: the path itself if it is a .gguf file, else the one .gguf
+    file of a folder that has no config.json (a folder with config.json is a Hugging Face model folder).
+    None when the path is not a GGUF model. Several .gguf files in one folder: an error naming them."""
+    if path.is_file():
+        return path if path.suffix.lower() == ".gguf" else None
+    if not path.is_dir() or (path / "config.json").is_file():
+        return None
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".gguf")
+    if len(files) > 1:
+        raise ModelLoadError(f"{path} holds several GGUF files ({', '.join(p.name for p in files)}); point the "
+                             f"generator at one of them, e.g. RAGCLI_GEN_MODEL={files[0]}")
+    return files[0] if files else None
+
+
+def _load_gguf_generator(file: Path, model_id: str, revision: str, max_new_tokens: int) -> Generator:
+    """A causal LM from a GGUF file. transformers reads it with the gguf package and dequantises the
+    weights to float32 (so it runs on the same code path as any other generator)."""
+    _quiet_libraries()
+    import contextlib
+    import importlib.util
+    import io
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(f"The generator {file} is a GGUF file, which needs the gguf package: "
+                             "pip install 'ragcli[gguf]'")
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(file.parent), file.name
+    try:
+        config = AutoConfig.from_pretrained(folder, gguf_file=name, local_files_only=True)
+        if getattr(config, "is_encoder_decoder", False):
+            raise ValueError("an encoder-decoder model; ragcli reads causal LMs from GGUF files")
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+        # transformers draws its own tqdm bar while it dequantises (not the one _quiet_libraries turns off).
+        with contextlib.redirect_stderr(io.StringIO()):
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True,
+                                                         dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise ModelLoadError(
+            f"Cannot load the GGUF generator {file}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+            "It must be a causal LM architecture that transformers reads from GGUF (e.g. llama, qwen2, mistral)."
+        ) from exc
+    model.eval()
+    limit = max(16, _input_limit(tokenizer, config) - max_new_tokens)
+    return Generator(
+        model_id=model_id,
+        revision=revision,
+        path=file,
+        kind="causal",
         max_input_tokens=limit,
         _model=model,
         _tokenizer=tokenizer,

@@ -108,9 +108,11 @@ def forget_model(models_dir: Path, repo_id: str) -> None:
 def resolve_model(model: str, models_dir: Path, *, role: str = "model") -> ResolvedModel:
     """Find `model` (a local directory or a downloaded repo id) without any network call."""
     candidate = Path(model).expanduser()
+    if candidate.is_file() and candidate.suffix.lower() == ".gguf":  # one GGUF file (a generator)
+        return ResolvedModel(name=model, path=candidate.resolve(), revision="local", repo_id=None)
     if candidate.is_dir():
-        if not (candidate / "config.json").is_file():
-            raise ModelLoadError(f"{candidate} has no config.json; point the {role} at a Hugging Face model folder.")
+        if not (candidate / "config.json").is_file() and not any(candidate.glob("*.gguf")):
+            raise ModelLoadError(f"{candidate} has no config.json; point the {role} at a Hugging Face model folder (or a folder or path of a .gguf file).")
         return ResolvedModel(name=model, path=candidate.resolve(), revision="local", repo_id=None)
     if not is_repo_id(model):
         raise ModelNotFoundError(

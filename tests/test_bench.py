@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,10 @@ def _qa(tmp_path: Path, *lines: str) -> Path:
     ('["a list"]', "expected a JSON object"),
     (json.dumps({**GOOD, "question": ""}), "missing or empty \"question\""),
     (json.dumps({k: v for k, v in GOOD.items() if k != "question"}), "missing or empty \"question\""),
-    (json.dumps({**GOOD, "answers": []}), "\"answers\" must be"),
+    (json.dumps({**GOOD, "answers": [""]}), "\"answers\" must be"),
+    (json.dumps({**GOOD, "answers": "x"}), "\"answers\" must be"),
+    (json.dumps({**GOOD, "sources": {"a.md": 0}}), "grades > 0"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "sources"}), "\"sources\" must be"),
     (json.dumps({**GOOD, "sources": "a.md"}), "\"sources\" must be"),
     (json.dumps({**GOOD, "evidence": "text"}), "\"evidence\" must be"),
     (json.dumps(GOOD), "repeated"),
@@ -45,8 +49,19 @@ def test_empty_or_missing_qa_file(tmp_path):
 
 
 def test_qa_rows_are_parsed(tmp_path):
-    rows = load_qa(_qa(tmp_path, json.dumps(GOOD), json.dumps({**GOOD, "id": "q2", "sources": ["sub\\b.md"]})))
+    qa = load_qa(_qa(tmp_path, json.dumps(GOOD), json.dumps({**GOOD, "id": "q2", "sources": ["sub\\b.md"]})))
+    rows = qa.rows
     assert [r.id for r in rows] == ["q1", "q2"] and rows[1].sources == ["sub/b.md"] and rows[0].line == 1
+    assert qa.shape == "jsonl" and not qa.graded and rows[0].relevance == {"a.md": 1.0}
+
+
+def test_answers_and_evidence_are_optional_and_sources_may_be_graded(tmp_path):
+    retrieval_only = {"id": "r1", "question": "Where?", "sources": {"a.md": 2, "b.md": 1}}
+    qa = load_qa(_qa(tmp_path, json.dumps(GOOD), json.dumps(retrieval_only),
+                     json.dumps({"question": "And?", "sources": ["c.md"], "answers": None})))
+    assert [r.answers for r in qa.rows] == [["x"], [], []]
+    assert qa.with_answers == 1 and qa.with_evidence == 1 and qa.graded
+    assert qa.rows[1].relevance == {"a.md": 2.0, "b.md": 1.0} and qa.rows[2].id == "line3"
 
 
 def test_thresholds_parse():
@@ -137,24 +152,48 @@ def test_bench_report_shape(bench_report):
             assert report["metrics"][f"{mode}.{name}"] == r[name]
         assert r["latency_ms"]["total"]["p50"] <= r["latency_ms"]["total"]["p99"]
         assert len(r["per_question"]) == report["questions"]
+        assert r["evidence_rows"] == report["questions"]
+        q = r["per_question"][0]
+        assert q["question"] and q["relevant"] and len(q["hits"]) == len(q["retrieved"]) <= report["k"]
+        assert [h["rank"] for h in q["hits"]] == list(range(1, len(q["hits"]) + 1))
+        assert set(q["hits"][0]) == {"rank", "chunk_id", "source", "position", "score"}
+        assert q["first_relevant_rank"] is None or q["hits"][q["first_relevant_rank"] - 1]["source"] in q["relevant"]
+        # Unrounded: the mean is exactly the mean of the per-question values.
+        assert r["mrr"] == math.fsum(p["mrr"] for p in r["per_question"]) / len(r["per_question"])
     assert set(report["retrieval"]["dense"]["latency_ms"]) >= {"embed_question", "search_dense", "total"}
     assert set(report["retrieval"]["hybrid"]["latency_ms"]) >= {"search_bm25", "fuse"}
     answers = report["answers"]
     for side in ("with_context", "without_context"):
-        assert set(answers[side]) == {"exact_match", "token_f1", "contained"}
+        assert set(answers[side]) == {"exact_match", "token_f1", "contained", "cut_rate"}
+    assert answers["scored"] == report["questions"] and answers["skipped_without_answers"] == 0
     assert 0 <= answers["changed_by_context"] <= report["questions"]
+    assert answers["generator"]["revision"] and answers["max_new_tokens"] == 8
+    for q in answers["per_question"]:
+        assert q["question"] and q["answers"] and isinstance(q["changed_by_context"], bool)
+        for side in ("with_context", "without_context"):
+            a = q[side]
+            assert set(a) >= {"text", "exact_match", "token_f1", "contained", "tokens", "cut"}
+            assert a["cut"] == (a["tokens"] >= 8) and a["tokens"] <= 8
+        assert all(h["source"] for h in q["sources"])
+    assert answers["with_context"]["cut_rate"] == math.fsum(q["with_context"]["cut"] for q in answers["per_question"]) / len(answers["per_question"])
     assert set(answers["latency_ms"]) == {"generate_context", "generate_bare"}
     ingest = report["ingest"]
     assert ingest["chunks"] > 0 and ingest["chunks_per_s"] > 0 and ingest["encode_seconds"] > 0
     assert ingest["reingest_texts_embedded"] == 0 and report["metrics"]["count.reingest_texts_embedded"] == 0
     assert report["retrieval_over_raw"]["pairs"] == 4
     fp = report["fingerprint"]
-    for key in ("embed_model", "embed_revision", "gen_model", "splitter", "retrieval", "corpus_sha256", "qa_sha256",
+    from ragcli import query
+
+    assert fp["gen_revision"] == answers["generator"]["revision"]
+    assert fp["prompt_template"]["context"] == query.CONTEXT_PROMPT and len(fp["prompt_template"]["sha256"]) == 64
+    for key in ("embed_model", "embed_revision", "gen_model", "gen_revision", "splitter", "retrieval", "corpus_sha256", "qa_sha256",
                 "ragcli_version", "python", "platform", "libraries"):
         assert fp[key] is not None
     assert report["memory"]["peak_rss_mb"] > 0
-    assert report["gates"] == {"failed": [], "passed": True}
-    assert "Retrieval on" in result.stdout and "Speed" in result.stdout
+    assert report["gates"] == {"failed": [], "passed": True, "fail_under": {"bm25.hit_rate": 0.7}, "fail_over": {},
+                               "tolerance": None}
+    assert report["created"].endswith("+00:00")
+    assert "Retrieval on" in result.stdout and "Speed" in result.stdout and "nan" not in result.stdout
 
 
 @pytest.mark.slow
@@ -209,3 +248,124 @@ def test_bench_rejects_unknown_source_and_bad_lines(cli, model_env, docs, tmp_pa
     assert result.exit_code == 1 and f"{qa}:1" in result.stderr and "Traceback" not in result.output
     result = cli("bench", "--modes", "dense,vectors", "--quiet")
     assert result.exit_code == 2 and "vectors" in result.stderr
+
+
+def test_metric_directions_and_lower_is_better_baseline():
+    from ragcli.bench import metric_direction
+
+    assert metric_direction("dense.mrr") == "higher" and metric_direction("local.bm25.ndcg") == "higher"
+    assert metric_direction("latency.dense.p50_ms") == "lower" and metric_direction("databricks.ratio.x") == "lower"
+    assert metric_direction("answers.context.cut_rate") == "lower" and metric_direction("count.prompts_truncated") == "lower"
+    assert metric_direction("answers.changed_by_context") == "none"
+    assert metric_direction("local.answers.changed_by_context") == "none"
+    report = _report(**{"answers.context.cut_rate": 0.5, "answers.changed_by_context": 1,
+                        "answers.context.contained": 0.4, "latency.dense.p50_ms": 9.0})
+    base = _report(**{"answers.context.cut_rate": 0.2, "answers.changed_by_context": 30,
+                      "answers.context.contained": 0.3, "latency.dense.p50_ms": 1.0})
+    # More cut answers is worse; fewer changed answers is neither; a slower timing is left to --fail-over.
+    assert check_gates(report, baseline=base, tolerance=0.05) == [
+        "answers.context.cut_rate = 0.5 regressed from 0.2 (lower is better; tolerance 0.05)"]
+    assert check_gates(base, baseline=report, tolerance=0.05) == [
+        "answers.context.contained = 0.3 regressed from 0.4 (tolerance 0.05)"]
+
+
+def _q(qid, hit, rank=None, retrieved=("a.md",)):
+    return {"id": qid, "question": f"question {qid}?", "hit_rate": hit, "first_relevant_rank": rank,
+            "retrieved": list(retrieved), "relevant": {"a.md": 1.0}}
+
+
+def _ans(qid, text, f1, sources=("a.md",)):
+    return {"id": qid, "question": f"question {qid}?", "answers": ["gold"],
+            "sources": [{"rank": i, "source": s} for i, s in enumerate(sources, 1)],
+            "with_context": {"text": text, "token_f1": f1}}
+
+
+def test_flipped_questions_against_a_hand_made_baseline():
+    from ragcli.bench import count_flips, flipped_questions
+
+    base = {"retrieval": {"dense": {"per_question": [_q("q1", 1.0, 1), _q("q2", 0.0), _q("q3", 1.0, 2)]},
+                          "bm25": {"per_question": [_q("q1", 1.0, 1)]}},
+            "answers": {"per_question": [_ans("q1", "The gold.", 1.0), _ans("q2", "no idea", 0.0),
+                                         # an old-format row: answers as plain strings
+                                         {"id": "q3", "with_context": "Gold", "without_context": "x"}]}}
+    now = {"retrieval": {"dense": {"per_question": [_q("q1", 0.0, None, ("b.md",)), _q("q2", 1.0, 3),
+                                                    _q("q3", 1.0, 1), _q("q4", 1.0, 1)]},
+                         "hybrid": {"per_question": [_q("q1", 0.0)]}},
+           "answers": {"per_question": [_ans("q1", "the  gold", 1.0), _ans("q2", "gold", 1.0, ("a.md", "b.md")),
+                                        _ans("q3", "silver", 0.0), _ans("q4", "new", 0.0)]}}
+    flips = flipped_questions(now, base)
+    dense = flips["retrieval"]["dense"]
+    # q3 moved from rank 2 to 1 (still a hit), q4 is new: neither is a flip. No bm25 now, no hybrid before.
+    assert [(f["id"], f["change"]) for f in dense] == [("q1", "hit->miss"), ("q2", "miss->hit")]
+    assert dense[0]["was"]["retrieved"] == ["a.md"] and dense[0]["now"]["retrieved"] == ["b.md"]
+    assert dense[1]["now"]["first_relevant_rank"] == 3 and dense[1]["question"] == "question q2?"
+    assert set(flips["retrieval"]) == {"dense", "hybrid"} and flips["retrieval"]["hybrid"] == []
+    # "The gold." and "the  gold" normalise alike: not changed.
+    assert [f["id"] for f in flips["answers"]] == ["q2", "q3"]
+    q2 = flips["answers"][0]
+    assert q2["was"]["text"] == "no idea" and q2["now"]["text"] == "gold" and q2["now"]["token_f1"] == 1.0
+    assert q2["was"]["sources"] == ["a.md"] and q2["now"]["sources"] == ["a.md", "b.md"]
+    assert flips["answers"][1]["was"]["text"] == "Gold"
+    assert count_flips(flips) == 4
+    both = flipped_questions({"targets": {"local": now}}, {"targets": {"local": base}})
+    assert count_flips(both) == 4
+
+
+@pytest.mark.slow
+def test_beir_set_and_retrieval_only_jsonl_score_end_to_end(cli, model_env, docs, tmp_path):
+    from test_qa import beir
+
+    root = beir(tmp_path / "beir")
+    out = tmp_path / "beir.json"
+    result = cli("bench", "--qa", root, "--json", out, "--pairs", "1", "--no-startup", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["qa_shape"] == "beir" and report["questions"] == 2 and report["qa"]["graded"]
+    assert report["ingest"]["files"] == 3 and report["index"]["files"] == 3
+    assert "answers" not in report and "no row of the QA set has answers" in report["answers_skipped"]
+    bm25 = {q["id"]: q for q in report["retrieval"]["bm25"]["per_question"]}
+    assert bm25["q1"]["hits"][0]["source"] == "doc-1.md" and bm25["q1"]["relevant"] == {"doc-1.md": 2.0, "doc-3.md": 1.0}
+    assert report["metrics"]["bm25.hit_rate"] == 1.0 and "bm25.evidence_hit" not in report["metrics"]
+    assert report["retrieval"]["bm25"]["evidence_rows"] == 0
+    assert "nan" not in result.stdout and "Answers not scored" in result.stdout
+    # ragcli's own JSON Lines with answers on some rows only: retrieval on all, answers on those.
+    rows = [json.loads(line) for line in (docs / "qa.jsonl").read_text().splitlines() if line.strip()][:6]
+    for row in rows[::2]:
+        del row["answers"], row["evidence"]
+    qa = tmp_path / "mixed.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "mixed.json"
+    result = cli("bench", "--qa", qa, "--corpus", docs, "--json", out, "--pairs", "1", "--no-startup", "--quiet",
+                 "--max-new-tokens", "4", "--fusion", "weighted", "--alpha", "0.25")
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["questions"] == 6 and report["answers"]["scored"] == 3
+    assert report["answers"]["skipped_without_answers"] == 3
+    assert [q["id"] for q in report["answers"]["per_question"]] == [r["id"] for r in rows[1::2]]
+    assert all(len(r["per_question"]) == 6 and r["evidence_rows"] == 3 for r in report["retrieval"].values())
+    assert report["fingerprint"]["retrieval"] == {**report["fingerprint"]["retrieval"], "fusion": "weighted",
+                                                  "alpha": 0.25, "max_new_tokens": 4}
+    assert all(q["with_context"]["tokens"] <= 4 for q in report["answers"]["per_question"])
+    assert "Answers on 3 of 6 questions" in result.stdout
+    # --baseline against itself: nothing flipped, said so in the terminal and recorded in the report.
+    again = cli("bench", "--qa", qa, "--corpus", docs, "--json", tmp_path / "again.json", "--pairs", "1",
+                "--no-startup", "--quiet", "--max-new-tokens", "4", "--fusion", "weighted", "--alpha", "0.25",
+                "--baseline", out)
+    assert again.exit_code == 0, again.output
+    assert "No question flipped" in again.stdout
+    assert json.loads((tmp_path / "again.json").read_text())["flips"]["answers"] == []
+    # A baseline where one bm25 question was the other way and one context answer differed: both listed.
+    base = json.loads(out.read_text())
+    q0 = base["retrieval"]["bm25"]["per_question"][0]
+    q0["hit_rate"] = 1.0 - q0["hit_rate"]
+    base["answers"]["per_question"][0]["with_context"]["text"] = "an older answer"
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    flipped = cli("bench", "--qa", qa, "--corpus", docs, "--json", tmp_path / "flips.json", "--pairs", "1",
+                  "--no-startup", "--quiet", "--max-new-tokens", "4", "--fusion", "weighted", "--alpha", "0.25",
+                  "--baseline", tmp_path / "base.json")
+    assert flipped.exit_code == 0, flipped.output
+    assert "Retrieval flips against the baseline (1)" in flipped.stdout and q0["id"] in flipped.stdout
+    assert "Context answers changed against the baseline (1)" in flipped.stdout
+    assert "an older answer" in flipped.stdout
+    flips = json.loads((tmp_path / "flips.json").read_text())["flips"]
+    assert [f["id"] for f in flips["retrieval"]["bm25"]] == [q0["id"]] and flips["retrieval"]["dense"] == []

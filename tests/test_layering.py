@@ -131,6 +131,7 @@ ALLOWED = [
     ({"typer", "rich", "click"}, ("ragcli.cli",)),
     ({"fastapi", "uvicorn", "starlette", "sse_starlette"}, ("ragcli.serve",)),
     ({"mlflow"}, ("ragcli.package",)),
+    ({"plotly"}, ("ragcli.report",)),
     ({"faiss"}, ("ragcli.store", "ragcli.segments", "ragcli.segmented", "ragcli.targets.local")),
     ({"databricks"}, ("ragcli.targets.databricks", "ragcli.targets.delta_sync")),
 ]

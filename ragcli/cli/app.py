@@ -106,12 +106,13 @@ def _root(
 
 
 def _register() -> None:
-    from ragcli.cli import bench, download_model, ingest, package, query, serve, spark_job, status
+    from ragcli.cli import bench, download_model, ingest, package, query, report, serve, spark_job, status
 
     app.command("download-model", epilog=download_model.EPILOG)(boundary(download_model.command))
     app.command("ingest", epilog=ingest.EPILOG)(boundary(ingest.command))
     app.command("query", epilog=query.EPILOG)(boundary(query.command))
     app.command("bench", epilog=bench.EPILOG)(boundary(bench.command))
+    app.command("report", epilog=report.EPILOG)(boundary(report.command))
     app.command("serve", epilog=serve.EPILOG)(boundary(serve.command))
     app.command("status", epilog=status.EPILOG)(boundary(status.command))
     app.command("spark-job", epilog=spark_job.EPILOG)(boundary(spark_job.command))

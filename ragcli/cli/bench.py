@@ -35,28 +35,40 @@ EPILOG = """Examples:
 
   ragcli bench --fail-under dense.hit_rate=0.6 --fail-under answers.context.token_f1=0.2
 
-  ragcli bench --baseline main-report.json --tolerance 0.02 --json report.json
+  ragcli bench --baseline main-report.json --tolerance 0.02 --json report.json --html report.html
+
+  ragcli bench --qa beir/scifact --no-answers          (a BEIR folder: corpus.jsonl, queries.jsonl, qrels/)
+
+  ragcli bench --qa questions.csv --fusion weighted --alpha 0.3 --max-new-tokens 48
+
+  ragcli bench --corpus docs --no-answers --grid splitter=semantic,sentence --grid k=4,8 --grid alpha=0.3,0.7 --grid fusion=weighted --grid mode=hybrid
 
 Metric names (for --fail-under, --fail-over, --baseline): MODE.hit_rate|recall|mrr|ndcg|evidence_hit,
-answers.context|bare.exact_match|token_f1|contained, ratio.ingest_over_encode|reingest_over_ingest|
+answers.context|bare.exact_match|token_f1|contained|cut_rate, ratio.ingest_over_encode|reingest_over_ingest|
 retrieval_over_raw|help_over_typer, latency.MODE.p50_ms|p95_ms|p99_ms, count.reingest_texts_embedded.
 Exit code 3 when a gate fails.
 """
 
 
 def command(
-    qa: Annotated[Path, typer.Option("--qa", help="QA file (JSON Lines: id, question, answers, sources, evidence).")] = Path("sample_docs/qa.jsonl"),
+    qa: Annotated[Path, typer.Option("--qa", help="QA set: JSON Lines (question, sources; optional id, answers, evidence), a CSV with question/answer/source columns, or a BEIR folder (corpus.jsonl, queries.jsonl, qrels/*.tsv).")] = Path("sample_docs/qa.jsonl"),
     corpus: Annotated[list[Path] | None, typer.Option("--corpus", help="Ingest these paths into a temporary index first and time it (repeatable). Without it the existing index is used; with no index, the QA file's folder.", show_default=False)] = None,
     modes: Annotated[str, typer.Option("--modes", help="Retrieval modes to score, comma-separated.")] = "dense,bm25,hybrid",
     answers: Annotated[bool, typer.Option("--answers/--no-answers", help="Also generate and score answers with and without context.")] = True,
     answer_mode: Annotated[str, typer.Option("--answer-mode", help="Retrieval mode used for the context answers.")] = "dense",
     pairs: Annotated[int, typer.Option("--pairs", min=1, max=100, help="Interleaved timing pairs for each speed ratio.")] = 5,
     startup: Annotated[bool, typer.Option("--startup/--no-startup", help="Measure `ragcli --help` start-up against a minimal Typer app.")] = True,
+    html_path: Annotated[Path | None, typer.Option("--html", help="Also write this run as a self-contained HTML page, e.g. --html report.html (the report extra).", show_default=False)] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON to this file ('-' for stdout).", show_default=False)] = None,
     fail_under: Annotated[list[str] | None, typer.Option("--fail-under", help="METRIC=VALUE: fail (exit 3) if the metric is below VALUE. Repeatable.", show_default=False)] = None,
     fail_over: Annotated[list[str] | None, typer.Option("--fail-over", help="METRIC=VALUE: fail (exit 3) if a lower-is-better metric (ratio, latency) is above VALUE. Repeatable.", show_default=False)] = None,
     baseline: Annotated[Path | None, typer.Option("--baseline", help="A previous report: fail if any quality metric dropped by more than --tolerance.", show_default=False)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, max=1.0, help="Allowed drop against --baseline.")] = 0.02,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1, max=4096, help="Most tokens per generated answer (RAGCLI_MAX_NEW_TOKENS); answers that use them all are reported as cut.", show_default=False)] = None,
+    fusion: Annotated[str | None, typer.Option("--fusion", help="How hybrid fuses dense and BM25: rrf or weighted (RAGCLI_FUSION).", show_default=False)] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of dense in weighted fusion, e.g. --fusion weighted --alpha 0.3 (RAGCLI_HYBRID_ALPHA).", show_default=False)] = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="KEY=V1,V2: run every combination (repeatable; keys splitter, chunk_size, buffer_size, breakpoint_percentile, k, mode, fusion, alpha, max_new_tokens) on one corpus and rank the arms, e.g. --grid k=4,8 --grid alpha=0.3,0.7.", show_default=False)] = None,
+    rank_by: Annotated[str, typer.Option("--rank-by", help="Metric that ranks the --grid arms: a metric of the arm's mode (mrr, hit_rate, ndcg, recall) or a full name such as answers.context.contained.")] = "mrr",
     top_k: TopKOpt = None,
     embed_model: EmbedModelOpt = None,
     embed_backend: EmbedBackendOpt = None,
@@ -77,16 +89,23 @@ def command(
     """Score retrieval (dense, bm25, hybrid) and answers (with/without context) on a QA file; time every stage."""
     from rich.markup import escape
 
-    from ragcli.bench import bench, bench_targets, check_gates, load_baseline, parse_threshold
+    from ragcli.bench import (
+        bench,
+        bench_targets,
+        check_gates,
+        flipped_questions,
+        load_baseline,
+        parse_threshold,
+    )
     from ragcli.cli._output import err, print_json, progress_bar
-    from ragcli.config import INDEX_KINDS, MODES, TARGETS, redact
+    from ragcli.config import FUSIONS, INDEX_KINDS, MODES, TARGETS, redact
     from ragcli.errors import ThresholdError, UsageError
 
     mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
     bad = [m for m in (*mode_list, answer_mode) if m not in MODES]
     if bad or not mode_list:
         raise UsageError(f"--modes/--answer-mode: {', '.join(bad) or '(none)'} not among {', '.join(MODES)}.")
-    check_choices(("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS))
+    check_choices(("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS), ("--fusion", fusion, FUSIONS))
     target_list = [t.strip() for t in (targets or "").split(",") if t.strip()]
     if targets is not None:
         if target is not None:
@@ -98,18 +117,30 @@ def command(
     settings = settings_from(databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, databricks_index_kind=index_kind, top_k=top_k, embed_model=embed_model, embed_backend=embed_backend,
                              rerank_model=rerank, rerank_depth=rerank_depth, faithfulness_model=faithfulness, gen_model=gen_model, models_dir=models_dir,
-                             index_dir=index_dir, target=target)
+                             index_dir=index_dir, target=target,
+                             max_new_tokens=max_new_tokens, fusion=fusion, hybrid_alpha=alpha)
+    if grid:
+        if target_list or unders or overs or baseline is not None:
+            raise UsageError("--grid ranks arms; gates (--fail-under, --fail-over, --baseline) and --targets apply to "
+                             "a single run: run bench again with the winning settings to gate on it.")
+        _run_grid(settings, grid, qa=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
+                  rank_by=rank_by, json_path=json_path, quiet=quiet)
+        return
     with progress_bar(enabled=not quiet) as progress:
         options = dict(qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
                        pairs=pairs, startup=startup, progress=progress)
         report = bench_targets(settings, target_list, **options) if target_list else bench(settings, **options)
     base = load_baseline(baseline, report) if baseline else None
     failures = check_gates(report, fail_under=unders, fail_over=overs, baseline=base, tolerance=tolerance)
-    report["gates"] = {"failed": failures, "passed": not failures}
-    if json_path is not None:
-        import json
+    if base is not None:
+        report["flips"] = flipped_questions(report, base)
+        report["baseline_file"] = str(baseline)
+    report["gates"] = {"failed": failures, "passed": not failures, "fail_under": dict(unders),
+                       "fail_over": dict(overs), "tolerance": tolerance if base is not None else None}
+    import json
 
-        text = redact(json.dumps(report, indent=2, default=str))
+    text = redact(json.dumps(report, indent=2, default=str))
+    if json_path is not None:
         if str(json_path) == "-":
             print_json(json.loads(text))
         else:
@@ -119,10 +150,70 @@ def command(
             render_comparison(report)
         else:
             render(report)
+        if "flips" in report:
+            render_flips(report["flips"])
+    if html_path is not None:
+        from ragcli.report import write_html
+
+        write_html([(json_path.stem if json_path and str(json_path) != "-" else "this run", json.loads(text))],
+                   html_path)
     if failures:
         for line in failures:
             err().print(f"[red]FAILED[/] {escape(line)}", markup=True, highlight=False)
         raise ThresholdError(f"{len(failures)} bench gate(s) failed: {'; '.join(failures)}")
+
+
+def _run_grid(settings, specs: list[str], *, qa: Path, corpus, modes, answers: bool, answer_mode: str,
+              rank_by: str, json_path: Path | None, quiet: bool) -> None:
+    import json
+
+    from ragcli.cli._output import print_json, progress_bar
+    from ragcli.config import redact
+    from ragcli.grid import parse_grid, run_grid
+
+    grid = parse_grid(specs)
+    with progress_bar(enabled=not quiet) as progress:
+        report = run_grid(settings, grid, qa_path=qa, corpus=corpus, modes=modes, answers=answers,
+                          answer_mode=answer_mode, rank_by=rank_by, progress=progress)
+    text = redact(json.dumps(report, indent=2, default=str))
+    if json_path is not None and str(json_path) == "-":
+        print_json(json.loads(text))
+        return
+    if json_path is not None:
+        json_path.write_text(text + "\n", encoding="utf-8")
+    render_grid(report)
+
+
+def render_grid(report: dict) -> None:
+    """The arms of a --grid run, best first."""
+    from rich.table import Table
+
+    from ragcli.cli._output import out
+
+    keys = list(report["grid"])
+    table = Table(title=f"Grid: {len(report['arms'])} arms on {report['questions']} questions, ranked by "
+                        f"{report['rank_by']}")
+    for col in ("rank", *keys, "mode", report["rank_by"], "hit", "MRR", "nDCG", "chunks"):
+        table.add_column(col, justify="right")
+    for arm in report["arms"]:
+        r = arm["report"]
+        m = r["metrics"]
+        mode = arm["mode"]
+        table.add_row(str(arm["rank"]), *(str(arm["params"][k]) for k in keys), mode, _num(arm["score"]),
+                      _num(m.get(f"{mode}.hit_rate")), _num(m.get(f"{mode}.mrr")), _num(m.get(f"{mode}.ndcg")),
+                      str(r.get("index", {}).get("chunks", "–")))
+    out().print(table)
+    built = report["indexes"]
+    if built:
+        out().print(f"{len(built)} index(es) built; {sum(i['texts_embedded'] for i in built)} chunk texts embedded, "
+                    f"{report['embedding_cache']['reused']} vectors reused from the cache", highlight=False)
+
+
+def _num(value: object, digits: int = 3) -> str:
+    """A number for the terminal (the JSON keeps it unrounded); "–" where nothing was measured."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return "–"
+    return f"{value:.{digits}f}"
 
 
 def render(report: dict) -> None:
@@ -132,44 +223,87 @@ def render(report: dict) -> None:
 
     console = out()
     k = report["k"]
-    table = Table(title=f"Retrieval on {report['questions']} questions (k={k})")
+    qa = report.get("qa", {})
+    graded = " graded" if qa.get("graded") else ""
+    table = Table(title=f"Retrieval on {report['questions']} questions (k={k}{graded})")
     for col in ("mode", f"hit@{k}", f"recall@{k}", f"MRR@{k}", f"nDCG@{k}", "evidence", "p50 ms", "p95 ms"):
         table.add_column(col, justify="right")
     for mode, r in report.get("retrieval", {}).items():
         lat = r.get("latency_ms", {}).get("total", {})
-        table.add_row(mode, f"{r['hit_rate']:.3f}", f"{r['recall']:.3f}", f"{r['mrr']:.3f}", f"{r['ndcg']:.3f}",
-                      f"{r.get('evidence_hit', float('nan')):.3f}", f"{lat.get('p50', 0):.2f}", f"{lat.get('p95', 0):.2f}")
+        table.add_row(mode, _num(r["hit_rate"]), _num(r["recall"]), _num(r["mrr"]), _num(r["ndcg"]),
+                      _num(r.get("evidence_hit")), _num(lat.get("p50"), 2), _num(lat.get("p95"), 2))
     console.print(table)
+    if qa and qa.get("with_evidence", 0) < report["questions"]:
+        console.print(f"evidence: scored on the {qa.get('with_evidence', 0)} question(s) that have evidence",
+                      highlight=False)
     a = report.get("answers")
     if a:
-        t2 = Table(title=f"Answers ({a['retrieval_mode']} context)")
-        for col in ("", "exact match", "token F1", "contained", "generate p50 ms"):
+        t2 = Table(title=f"Answers on {a['scored']} of {report['questions']} questions (those with reference "
+                         f"answers; {a['retrieval_mode']} context)")
+        for col in ("", "exact match", "token F1", "contained", "cut", "generate p50 ms"):
             t2.add_column(col, justify="right")
         for side, key in (("with context", "with_context"), ("without context", "without_context")):
             s = a[key]
             lat = a["latency_ms"]["generate_context" if key == "with_context" else "generate_bare"]
-            t2.add_row(side, f"{s['exact_match']:.3f}", f"{s['token_f1']:.3f}", f"{s['contained']:.3f}",
-                       f"{lat.get('p50', 0):.1f}")
+            t2.add_row(side, _num(s["exact_match"]), _num(s["token_f1"]), _num(s["contained"]),
+                       _num(s.get("cut_rate")), _num(lat.get("p50"), 1))
         console.print(t2)
-        console.print(f"Answers changed by context: {a['changed_by_context']}/{report['questions']}; passages left "
-                      f"out of prompts: {a['passages_left_out']}", highlight=False)
+        console.print(f"Answers changed by context: {a['changed_by_context']}/{a['scored']}; passages left "
+                      f"out of prompts: {a['passages_left_out']}; cut at {a.get('max_new_tokens')} new tokens: "
+                      f"{sum(q['with_context']['cut'] for q in a['per_question'])} with context", highlight=False)
+    elif report.get("answers_skipped"):
+        console.print(f"Answers not scored: {report['answers_skipped']}.", highlight=False)
     t3 = Table(title="Speed (ratios against raw baselines in this run; lower is better)")
     for col in ("measure", "value", "detail"):
         t3.add_column(col)
     ing = report.get("ingest")
-    if ing:
-        t3.add_row("ingest_over_encode", str(ing["ingest_over_encode"]),
-                   f"{ing['chunks']} chunks, {ing['seconds']} s, {ing['chunks_per_s']} chunks/s")
-        t3.add_row("reingest_over_ingest", str(ing["reingest_over_ingest"]),
+    if ing and "ingest_over_encode" in ing:
+        t3.add_row("ingest_over_encode", _num(ing["ingest_over_encode"]),
+                   f"{ing['chunks']} chunks, {_num(ing['seconds'], 2)} s, {_num(ing['chunks_per_s'], 1)} chunks/s")
+        t3.add_row("reingest_over_ingest", _num(ing["reingest_over_ingest"]),
                    f"{ing['reingest_texts_embedded']} texts embedded on re-ingest")
     if "retrieval_over_raw" in report:
         r = report["retrieval_over_raw"]
-        t3.add_row("retrieval_over_raw", str(r["median"]), f"IQR {r['iqr']}, {r['pairs']} pairs")
+        t3.add_row("retrieval_over_raw", _num(r["median"]),
+                   f"IQR [{_num(r['iqr'][0])}, {_num(r['iqr'][1])}], {r['pairs']} pairs")
     if "startup" in report:
         r = report["startup"]["help_over_typer"]
-        t3.add_row("help_over_typer", str(r["median"]), f"ragcli --help {r['seconds']} s")
-    t3.add_row("peak memory", f"{report['memory']['peak_rss_mb']} MB", "")
+        t3.add_row("help_over_typer", _num(r["median"]), f"ragcli --help {_num(r['seconds'])} s")
+    t3.add_row("peak memory", f"{_num(report['memory']['peak_rss_mb'], 1)} MB", "")
     console.print(t3)
+
+
+def render_flips(flips: dict, title: str = "") -> None:
+    """The questions that changed against --baseline (hit <-> miss per mode, changed context answers)."""
+    from rich.table import Table
+
+    from ragcli.cli._output import out
+
+    if "targets" in flips:
+        for name, f in flips["targets"].items():
+            render_flips(f, title=f"{name}: ")
+        return
+    console = out()
+    rows = [(mode, f) for mode, fs in flips.get("retrieval", {}).items() for f in fs]
+    if not rows and not flips.get("answers"):
+        console.print(f"{title}No question flipped against the baseline.", highlight=False)
+        return
+    if rows:
+        table = Table(title=f"{title}Retrieval flips against the baseline ({len(rows)})")
+        for col in ("mode", "id", "change", "question", "rank was -> now"):
+            table.add_column(col)
+        for mode, f in rows:
+            table.add_row(mode, f["id"], f["change"], f["question"] or "",
+                          f"{f['was']['first_relevant_rank'] or '–'} -> {f['now']['first_relevant_rank'] or '–'}")
+        console.print(table)
+    if flips.get("answers"):
+        table = Table(title=f"{title}Context answers changed against the baseline ({len(flips['answers'])})")
+        for col in ("id", "question", "was", "now", "F1 was -> now"):
+            table.add_column(col)
+        for f in flips["answers"]:
+            table.add_row(f["id"], f["question"] or "", f["was"].get("text", ""), f["now"].get("text", ""),
+                          f"{_num(f['was'].get('token_f1'))} -> {_num(f['now'].get('token_f1'))}")
+        console.print(table)
 
 
 def render_comparison(report: dict) -> None:
@@ -190,5 +324,5 @@ def render_comparison(report: dict) -> None:
     for metric in first:
         if metric.startswith(("latency.", "ratio.", "count.")):
             continue
-        table.add_row(metric, *(f"{report['targets'][n]['metrics'].get(metric, float('nan')):.3f}" for n in names))
+        table.add_row(metric, *(_num(report["targets"][n]["metrics"].get(metric)) for n in names))
     out().print(table)

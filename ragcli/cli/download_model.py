@@ -23,6 +23,8 @@ EPILOG = """Examples:
 
   ragcli download-model --ca-bundle corp-ca.pem
 
+  ragcli download-model HuggingFaceTB/SmolLM2-135M-Instruct-GGUF --file smollm2-135m-instruct-q4_1.gguf
+
 Only config, tokenizer and .safetensors files are fetched. The token comes from HF_TOKEN (environment or .env), never from a flag. An interrupted download is not recorded: run the same command again to finish it.
 """
 
@@ -70,8 +72,20 @@ CaBundleOpt = Annotated[
 ]
 
 
+FileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--file",
+        help="Fetch only this file of one repo (its path in the repo), e.g. a GGUF generator: "
+        "--file model.Q4_1.gguf. Checked against the Hub's checksum like any other file.",
+        show_default=False,
+    ),
+]
+
+
 def command(
     repo_ids: RepoIdsArg = None,
+    file: FileOpt = None,
     revision: RevisionOpt = None,
     allow_pickle: AllowPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -101,6 +115,7 @@ def command(
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
             progress=progress,
+            file=file,
         )
 
     for result in results:
