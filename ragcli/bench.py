@@ -302,13 +302,15 @@ def _retrieval_ratio(qa: list[QARow], retriever: Any, embedder: Any, k: int, pai
     return _timed_pairs(ours, raw, pairs)
 
 
-def _answer_row(completion: Any, row: QARow) -> dict[str, Any]:
-    """One answer's scores. `tokens` and `cut` come from the generator (cut: it stopped at
+def _answer_row(completion: Any, row: QARow, kind: str) -> dict[str, Any]:
+    """One answer's scores. `tokens`: tokens generated (a seq2seq output starts with the decoder's
+    start token, which Completion.new_tokens counts); `cut`: the generator's own flag (it stopped at
     --max-new-tokens before the model's end token or a stop sequence)."""
     text = completion.text
     return {"text": text, "exact_match": M.exact_match(text, row.answers), "token_f1": M.token_f1(text, row.answers),
             "contained": M.answer_contained(text, row.answers),
-            "token_recall": M.token_recall(text, row.answers), "tokens": completion.tokens,
+            "token_recall": M.token_recall(text, row.answers),
+            "tokens": completion.new_tokens - (1 if kind == "seq2seq" else 0),
             "prompt_tokens": completion.prompt_tokens, "cut": bool(completion.cut)}
 
 
@@ -340,10 +342,10 @@ def _bench_answers(qa: list[QARow], retriever: Any, generator: Any, mode: str, k
         left_out += plan.left_out
         truncated += int(plan.truncated)
         t = time.perf_counter()
-        with_ctx = _answer_row(generator.generate(plan.prompt, limit), row)
+        with_ctx = _answer_row(generator.generate(plan.prompt, limit), row, generator.kind)
         gen_ctx.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        without = _answer_row(generator.generate(bare_prompt(row.question, generator), limit), row)
+        without = _answer_row(generator.generate(bare_prompt(row.question, generator), limit), row, generator.kind)
         gen_bare.append((time.perf_counter() - t) * 1000)
         for side, result in (("with_context", with_ctx), ("without_context", without)):
             for name in names:

@@ -164,7 +164,7 @@ def test_bench_report_shape(bench_report):
     assert set(report["retrieval"]["hybrid"]["latency_ms"]) >= {"search_bm25", "fuse"}
     answers = report["answers"]
     for side in ("with_context", "without_context"):
-        assert set(answers[side]) == {"exact_match", "token_f1", "contained", "cut_rate"}
+        assert set(answers[side]) == {"exact_match", "token_f1", "contained", "token_recall", "cut_rate"}
     assert answers["scored"] == report["questions"] and answers["skipped_without_answers"] == 0
     assert 0 <= answers["changed_by_context"] <= report["questions"]
     assert answers["generator"]["revision"] and answers["max_new_tokens"] == 8
@@ -173,7 +173,8 @@ def test_bench_report_shape(bench_report):
         for side in ("with_context", "without_context"):
             a = q[side]
             assert set(a) >= {"text", "exact_match", "token_f1", "contained", "tokens", "cut"}
-            assert a["cut"] == (a["tokens"] >= 8) and a["tokens"] <= 8
+            # cut: the generator's own flag (no end token or stop sequence before --max-new-tokens)
+            assert isinstance(a["cut"], bool) and a["tokens"] <= 8
         assert all(h["source"] for h in q["sources"])
     assert answers["with_context"]["cut_rate"] == math.fsum(q["with_context"]["cut"] for q in answers["per_question"]) / len(answers["per_question"])
     assert set(answers["latency_ms"]) == {"generate_context", "generate_bare"}
