@@ -161,7 +161,7 @@ class DatabricksTarget(Target):
         manifest = json.loads(json.dumps(R.build_manifest(plan, partial)))  # JSON types, as read back
         wrote_manifest = False
         if rows or stale or not R.same_manifest(self._held_manifest, manifest):
-            manifest["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            manifest["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")  # version(): two ingests in one second differ
             if client.write(self._index, [R.manifest_row(manifest, dim)], stage="manifest"):
                 raise DatabricksError(f"Databricks rejected ragcli's manifest row of {cfg.index}; the chunk rows were "
                                       "written. Run the ingest again.")
