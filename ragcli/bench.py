@@ -647,3 +647,25 @@ def count_flips(flips: dict[str, Any]) -> int:
     if "targets" in flips:
         return sum(count_flips(f) for f in flips["targets"].values())
     return sum(len(v) for v in flips.get("retrieval", {}).values()) + len(flips.get("answers", []))
+
+
+def calibrate_fusion(settings: Settings, qa_path: Path) -> dict[str, Any]:
+    """Pick the hybrid weight α for the configured index from the QA set's labelled questions and record
+    it beside the index (ragcli.calibration), where `--fusion adaptive` finds it. Only where ragcli
+    fuses hybrid itself on a local index (a service that fuses natively has no α to learn)."""
+    from ragcli import calibration
+    from ragcli.errors import UsageError
+    from ragcli.retrieval import open_retriever
+    from ragcli.targets import settings_target_class
+
+    kind = settings_target_class(settings)
+    if "hybrid" in kind.capabilities.modes or not kind.capabilities.scratch_copy:
+        raise UsageError(f"--calibrate-fusion learns ragcli's own hybrid weight on a local index; the {kind.kind} "
+                         "target fuses hybrid itself.")
+    qa = load_qa(qa_path)
+    rows = [r for r in qa.rows if r.sources]
+    if not rows:
+        raise QAFileError(f"{qa_path}: no question has a labelled source to measure the hybrid weight against.")
+    retriever = open_retriever(settings, mode="hybrid")
+    return calibration.calibrate(retriever, [(r.question, r.sources) for r in rows], qa_file=str(qa_path),
+                                 index_dir=settings.index_dir)

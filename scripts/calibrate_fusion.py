@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings({})
     retriever = open_retriever(settings, mode="hybrid")
     qa = load_qa(args.qa)
-    record = calibration.calibrate(retriever, [(row.question, row.sources) for row in qa], qa_file=str(args.qa),
+    record = calibration.calibrate(retriever, [(row.question, row.sources) for row in qa.rows if row.sources],
+                                   qa_file=str(args.qa),
                                    index_dir=None if args.dry_run else settings.index_dir)
     print(json.dumps(record, indent=2))
     return 0

@@ -370,3 +370,23 @@ def test_beir_set_and_retrieval_only_jsonl_score_end_to_end(cli, model_env, docs
     assert "an older answer" in flipped.stdout
     flips = json.loads((tmp_path / "flips.json").read_text())["flips"]
     assert [f["id"] for f in flips["retrieval"]["bm25"]] == [q0["id"]] and flips["retrieval"]["dense"] == []
+
+
+@pytest.mark.slow
+def test_calibrate_fusion_records_alpha_that_query_then_uses(cli, model_env, docs, tmp_path):
+    assert cli("ingest", docs, "--quiet").exit_code == 0
+    out = tmp_path / "fusion.json"
+    result = cli("bench", "--calibrate-fusion", "--qa", docs / "qa.jsonl", "--json", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert 0.0 <= record["alpha"] <= 1.0 and record["questions"] > 0
+    assert json.loads((Path("ragcli-index") / "fusion.json").read_text())["alpha"] == record["alpha"]
+    # The chosen α is the best hit@1 of the grid it measured.
+    best = max(scores["hit@1"] for scores in record["grid"].values())
+    assert record["grid"][f"{record['alpha']:.1f}"]["hit@1"] == best
+    answer = cli("query", "--context", "--json", "--mode", "hybrid", "--max-new-tokens", "2", "What is retained?")
+    assert answer.exit_code == 0, answer.output
+    assert answer.json()["fusion"] == {**answer.json()["fusion"], "fusion": "adaptive", "applied": "weighted",
+                                       "alpha": record["alpha"]}
+    refused = cli("bench", "--calibrate-fusion", "--qa", docs / "qa.jsonl", "--corpus", docs)
+    assert refused.exit_code == 2 and "--calibrate-fusion" in refused.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -68,6 +69,7 @@ def command(
     fusion: Annotated[str | None, typer.Option("--fusion", help="How hybrid fuses dense and BM25: rrf or weighted (RAGCLI_FUSION).", show_default=False)] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", min=0.0, max=1.0, help="Weight of dense in weighted fusion, e.g. --fusion weighted --alpha 0.3 (RAGCLI_HYBRID_ALPHA).", show_default=False)] = None,
     grid: Annotated[list[str] | None, typer.Option("--grid", help="KEY=V1,V2: run every combination (repeatable; keys splitter, chunk_size, buffer_size, breakpoint_percentile, k, mode, fusion, alpha, max_new_tokens) on one corpus and rank the arms, e.g. --grid k=4,8 --grid alpha=0.3,0.7.", show_default=False)] = None,
+    calibrate_fusion: Annotated[bool, typer.Option("--calibrate-fusion", help="Measure the hybrid weight α on the QA file (hit@1 over α = 0…1 on the dense and BM25 top 50) and record it beside the local index (fusion.json), so --fusion adaptive, the default, uses it from then on; then exit. E.g. ragcli bench --calibrate-fusion --qa my-qa.jsonl.")] = False,
     rank_by: Annotated[str, typer.Option("--rank-by", help="Metric that ranks the --grid arms: a metric of the arm's mode (mrr, hit_rate, ndcg, recall) or a full name such as answers.context.contained.")] = "mrr",
     top_k: TopKOpt = None,
     embed_model: EmbedModelOpt = None,
@@ -119,6 +121,21 @@ def command(
                              rerank_model=rerank, rerank_depth=rerank_depth, faithfulness_model=faithfulness, gen_model=gen_model, models_dir=models_dir,
                              index_dir=index_dir, target=target,
                              max_new_tokens=max_new_tokens, fusion=fusion, hybrid_alpha=alpha)
+    if calibrate_fusion:
+        if grid or corpus or target_list or unders or overs or baseline is not None:
+            raise UsageError("--calibrate-fusion measures the configured index only: drop --grid, --corpus, --targets "
+                             "and the gates.")
+        from ragcli.bench import calibrate_fusion as calibrate
+
+        record = calibrate(settings, qa)
+        if json_path is not None:
+            import json as jsonlib
+
+            json_path.write_text(jsonlib.dumps(record, indent=2) + "\n", encoding="utf-8")
+        err().print(f"Recorded hybrid weight α = {record['alpha']:.1f} (dense; BM25 {1 - record['alpha']:.1f}) "
+                    f"measured on {record['questions']} questions; --fusion adaptive uses it for this index.",
+                    markup=False)
+        return
     if grid:
         if target_list or unders or overs or baseline is not None:
             raise UsageError("--grid ranks arms; gates (--fail-under, --fail-over, --baseline) and --targets apply to "
@@ -137,7 +154,6 @@ def command(
         report["baseline_file"] = str(baseline)
     report["gates"] = {"failed": failures, "passed": not failures, "fail_under": dict(unders),
                        "fail_over": dict(overs), "tolerance": tolerance if base is not None else None}
-    import json
 
     text = redact(json.dumps(report, indent=2, default=str))
     if json_path is not None:
@@ -165,7 +181,6 @@ def command(
 
 def _run_grid(settings, specs: list[str], *, qa: Path, corpus, modes, answers: bool, answer_mode: str,
               rank_by: str, json_path: Path | None, quiet: bool) -> None:
-    import json
 
     from ragcli.cli._output import print_json, progress_bar
     from ragcli.config import redact
