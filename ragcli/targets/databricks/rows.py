@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ragcli.errors import DatabricksError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ragcli.types import Chunk, Plan
+    from ragcli.types import Chunk, Hit, Plan
 
 MANIFEST_ID = "__ragcli_manifest__"
 MANIFEST_FORMAT = 1
@@ -208,3 +208,28 @@ def same_manifest(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
         return False
     ignore = ("updated_at", "ragcli_version", "library_versions")
     return {k: v for k, v in old.items() if k not in ignore} == {k: v for k, v in new.items() if k not in ignore}
+
+
+def search_hits(client: Any, index: Any, location: str, mode: str, k: int, kwargs: dict[str, Any]) -> list[Hit]:
+    """Query a Vector Search index (`client.query`) and turn its rows into ragcli hits, best first:
+    dense scores back to cosine similarity; rows that are not ragcli chunks never answered from."""
+    from ragcli.types import Hit
+
+    try:
+        found = client.query(index, f"searching {location} ({mode})", **kwargs)
+    except DatabricksError as exc:
+        if mode != "dense" and "rejected the request" in str(exc):
+            raise DatabricksError(f"{exc} {mode} search needs full-text support on the index; "
+                                  "--mode dense works on every Vector Search index.") from None
+        raise
+    hits = []
+    for rank, row in enumerate(found[:k], 1):
+        try:
+            cid = int(row.get("id"))
+        except (TypeError, ValueError):
+            continue  # never answer from a row that is not a ragcli chunk
+        score = cosine_from_score(row["score"]) if mode == "dense" else row["score"]
+        hits.append(Hit(chunk_id=cid, file=str(row.get("source") or ""),
+                        position=int(float(row.get("position") or 0)), score=round(float(score), 6),
+                        text=str(row.get("text") or ""), rank=rank))
+    return hits

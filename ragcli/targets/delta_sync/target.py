@@ -281,24 +281,7 @@ class DeltaSyncTarget(Target):
             kwargs["query_text"] = text
         if mode in _QUERY_TYPES:
             kwargs["query_type"] = _QUERY_TYPES[mode]
-        try:
-            found = self._client.remote.query(self._index, f"searching {self.location} ({mode})", **kwargs)
-        except DatabricksError as exc:
-            if mode != "dense" and "rejected the request" in str(exc):
-                raise DatabricksError(f"{exc} {mode} search needs full-text support on the index; "
-                                      "--mode dense works on every Vector Search index.") from None
-            raise
-        hits = []
-        for rank, row in enumerate(found[:k], 1):
-            try:
-                cid = int(row.get("id"))
-            except (TypeError, ValueError):
-                continue  # never answer from a row that is not a ragcli chunk
-            score = R.cosine_from_score(row["score"]) if mode == "dense" else row["score"]
-            hits.append(Hit(chunk_id=cid, file=str(row.get("source") or ""),
-                            position=int(float(row.get("position") or 0)), score=round(float(score), 6),
-                            text=str(row.get("text") or ""), rank=rank))
-        return hits
+        return R.search_hits(self._client.remote, self._index, self.location, mode, k, kwargs)
 
     def chunks(self) -> Iterable[Chunk]:
         """Every chunk row the index serves (a full scan, in file and position order)."""
