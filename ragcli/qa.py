@@ -140,16 +140,7 @@ def _row(where: str, n: int, qid: object, question: object, answers: object, sou
 def _load_jsonl(path: Path) -> QASet:
     rows: list[QARow] = []
     seen: set[str] = set()
-    for n, line in enumerate(_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise QAFileError(f"{where}: not valid JSON ({exc.args[0].split(':')[0]}).") from None
-        if not isinstance(obj, dict):
-            raise QAFileError(f"{where}: expected a JSON object with question and sources.")
+    for n, where, obj in _json_lines(path, "a JSON object with question and sources"):
         rows.append(_row(where, n, obj.get("id", f"line{n}"), obj.get("question"), obj.get("answers"),
                          obj.get("sources"), obj.get("evidence"), seen))
     if not rows:
@@ -203,7 +194,9 @@ def beir_source(doc_id: str) -> str:
     return quote(doc_id, safe="") + ".md"
 
 
-def _jsonl_objects(path: Path, required: tuple[str, ...]):
+def _json_lines(path: Path, expected: str, required: tuple[str, ...] = ()):
+    """(line number, "file:line", object) for each non-blank line of a JSON Lines file; a line that is not
+    a JSON object (with the `required` string fields) is named with what was `expected`."""
     for n, line in enumerate(_text(path).splitlines(), 1):
         if not line.strip():
             continue
@@ -213,7 +206,12 @@ def _jsonl_objects(path: Path, required: tuple[str, ...]):
         except ValueError as exc:
             raise QAFileError(f"{where}: not valid JSON ({exc.args[0].split(':')[0]}).") from None
         if not isinstance(obj, dict) or any(not isinstance(obj.get(key), str) for key in required):
-            raise QAFileError(f"{where}: expected a JSON object with string fields {', '.join(required)}.")
+            raise QAFileError(f"{where}: expected {expected}.")
+        yield n, where, obj
+
+
+def _jsonl_objects(path: Path, required: tuple[str, ...]):
+    for _, where, obj in _json_lines(path, f"a JSON object with string fields {', '.join(required)}", required):
         if not obj["_id"].strip():
             raise QAFileError(f"{where}: empty \"_id\".")
         yield where, obj

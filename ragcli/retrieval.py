@@ -144,18 +144,14 @@ class Retriever:
         from ragcli import fusion as fusion_mod
 
         t = time.perf_counter()
-        scored_dense = [(h.chunk_id, h.score) for h in dense]
-        scored_sparse = [(h.chunk_id, h.score) for h in sparse]
-        if fusion == "weighted":
-            ranked = fusion_mod.weighted(scored_dense, scored_sparse, alpha=alpha, top=k)
-        elif fusion == "adaptive":
-            record = self.calibration
-            ranked = fusion_mod.adaptive(scored_dense, scored_sparse, None if record is None else float(record["alpha"]),
-                                         top=k)
-        elif fusion == "rrf":
-            ranked = fusion_mod.rrf([[h.chunk_id for h in dense], [h.chunk_id for h in sparse]], top=k)
-        else:
+        if fusion not in ("adaptive", "rrf", "weighted"):
             raise UsageError(f"Unknown fusion {fusion!r}; use one of: adaptive, rrf, weighted.")
+        applied = self.fusion_info(fusion, alpha)  # what the answer reports is what is applied here
+        if applied.get("applied", applied["fusion"]) == "weighted":
+            ranked = fusion_mod.weighted([(h.chunk_id, h.score) for h in dense], [(h.chunk_id, h.score) for h in sparse],
+                                         alpha=applied["alpha"], top=k)
+        else:
+            ranked = fusion_mod.rrf([[h.chunk_id for h in dense], [h.chunk_id for h in sparse]], top=k)
         timings["fuse"] = time.perf_counter() - t
         by_id = {h.chunk_id: h for h in (*sparse, *dense)}
         return [Hit(chunk_id=cid, file=by_id[cid].file, position=by_id[cid].position, score=round(float(score), 6),
