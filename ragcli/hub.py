@@ -7,9 +7,9 @@
 3. picks the files to fetch: config, tokenizer and safetensors files; never pickle weights (`*.bin`, `*.pt`,
    ...) unless `allow_pickle` and the repo has no safetensors; `*.py` only with `trust_remote_code`, which
    needs a pinned commit;
-4. runs `snapshot_download` on that exact commit into the models folder (Hub cache layout), then checks that
-   every expected file is there with the Hub's size and checksum (SHA-256 for LFS files, git blob id for
-   the others);
+4. runs `snapshot_download` on that exact commit into the models folder (Hub cache layout), fetching exactly
+   the files picked, then checks that every one is there with the Hub's size and checksum (SHA-256 for LFS
+   files, git blob id for the others);
 5. writes the model's entry in the lock file (`registry.record_model`) last, so an interrupted download is
    never taken for a complete one.
 
@@ -395,6 +395,8 @@ def _download_one(
     max_workers: int,
     only_file: str | None = None,
 ) -> DownloadResult:
+    import glob
+
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from huggingface_hub.utils import filter_repo_objects
 
@@ -447,11 +449,11 @@ def _download_one(
                         f"default; read the repo's *.py files, then pass --trust-remote-code --revision {commit}."
                     )
 
+    # Exactly the files picked above (and verified below).
     path = Path(
         snapshot_download(
             repo_id,
-            allow_patterns=allow,
-            ignore_patterns=ignore,
+            allow_patterns=[glob.escape(f) for f in expected],
             max_workers=max_workers,
             tqdm_class=bars.cls,
             **common,
