@@ -6,10 +6,11 @@
 2. resolves the requested revision to a 40-hex commit (`HfApi.model_info`, with file sizes and hashes);
 3. picks the files to fetch: config, tokenizer and safetensors files; never pickle weights (`*.bin`, `*.pt`,
    ...) unless `allow_pickle` and the repo has no safetensors; `*.py` only with `trust_remote_code`, which
-   needs a pinned commit;
-4. runs `snapshot_download` on that exact commit into the models folder (Hub cache layout), then checks that
-   every expected file is there with the Hub's size and checksum (SHA-256 for LFS files, git blob id for
-   the others);
+   needs a pinned commit; ONNX exports only when asked (`onnx`: `onnx/model.onnx`; `onnx_files`: other
+   files of `onnx/`), each with its external data file (`onnx/NAME.onnx_data`) where the repo has one;
+4. runs `snapshot_download` on that exact commit into the models folder (Hub cache layout), fetching exactly
+   the files picked, then checks that every one is there with the Hub's size and checksum (SHA-256 for LFS
+   files, git blob id for the others);
 5. writes the model's entry in the lock file (`registry.record_model`) last, so an interrupted download is
    never taken for a complete one.
 
@@ -72,6 +73,11 @@ PICKLE_NEVER = ["training_args.bin", "*optimizer*", "*scheduler*", "rng_state*"]
 REMOTE_CODE_PATTERNS = ["*.py"]
 #: Files whose `auto_map` means "this model needs the repo's own Python code".
 AUTO_MAP_FILES = ("config.json", "tokenizer_config.json")
+#: `onnx=True` fetches ONNX_DEFAULT (the onnx embedding backend runs it as is); `onnx_files` names other files of
+#: ONNX_DIR. An export's weights may sit beside it, in a file named like it plus one of ONNX_DATA_SUFFIXES.
+ONNX_DIR = "onnx/"
+ONNX_DEFAULT = ONNX_DIR + "model.onnx"
+ONNX_DATA_SUFFIXES = ("_data", ".data")
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -92,6 +98,8 @@ class DownloadResult:
     downloaded_bytes: int = 0  # what this run had to fetch (0: everything was already there)
     trusted_code: list[str] = field(default_factory=list)  # *.py files fetched under trust_remote_code
     from_cache: bool = False  # offline mode: taken from the models folder without any network call
+    onnx: list[str] = field(default_factory=list)  # the ONNX files among `files` (with their external data)
+    notes: list[str] = field(default_factory=list)  # one-line remarks for people, e.g. no onnx/model.onnx
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +112,8 @@ class DownloadResult:
             "downloaded_bytes": self.downloaded_bytes,
             "trusted_code": list(self.trusted_code),
             "from_cache": self.from_cache,
+            "onnx": list(self.onnx),
+            "notes": list(self.notes),
         }
 
 
@@ -120,14 +130,26 @@ def download_model(
     progress: ProgressCallback | None = None,
     max_workers: int = 8,
     file: str | None = None,
+    onnx: bool = False,
+    onnx_files: list[str] | None = None,
 ) -> list[DownloadResult]:
     """Download Hub repos into `settings.models_dir` and record them in the lock file.
 
     With no repo ids, the configured embedding model and generator are fetched (those that are local
     folders are skipped). `progress(stage, done, total)` is called with bytes, `stage` being the repo id.
     Returns one `DownloadResult` per model, in order. `file` fetches that one file of one repo only
-    (e.g. a GGUF generator: `file="model.Q4_1.gguf"`), whatever its type."""
+    (e.g. a GGUF generator: `file="model.Q4_1.gguf"`), whatever its type.
+
+    `onnx` also fetches the repo's `onnx/model.onnx` where it has one (otherwise the result says so in
+    `notes`, and the onnx embedding backend exports the model itself); `onnx_files` fetches the named files
+    of `onnx/` (e.g. `["model_qint8_avx512.onnx"]`), which must exist. With no repo ids, both apply to the
+    configured embedding model only: the generator does not run through ONNX."""
     targets = _targets(repo_ids, settings)
+    onnx_named = _onnx_paths(onnx_files or [])
+    if file is not None and (onnx or onnx_named):
+        raise UsageError("--file fetches exactly one file: leave out --onnx and --onnx-file, or fetch the ONNX "
+                         "file itself with --file onnx/NAME.")
+    onnx_for = set(targets) if repo_ids else {settings.embed_model}
     if file is not None:
         file = file.strip().lstrip("/")
         if not file or ".." in file.split("/"):
@@ -163,7 +185,11 @@ def download_model(
     secrets = [token] if token else []
 
     if _offline():
-        return [_from_cache_offline(repo_id, models_dir, revision) for repo_id in targets]
+        return [
+            _from_cache_offline(repo_id, models_dir, revision, onnx=onnx and repo_id in onnx_for,
+                                onnx_named=onnx_named if repo_id in onnx_for else [])
+            for repo_id in targets
+        ]
 
     results = []
     with _tls_client(settings.ca_bundle):
@@ -180,6 +206,8 @@ def download_model(
                         progress=progress,
                         max_workers=max_workers,
                         only_file=file,
+                        onnx=onnx and repo_id in onnx_for,
+                        onnx_named=onnx_named if repo_id in onnx_for else [],
                     )
                 )
             except RagcliError as exc:
@@ -308,7 +336,8 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").strip().upper() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _from_cache_offline(repo_id: str, models_dir: Path, revision: str | None) -> DownloadResult:
+def _from_cache_offline(repo_id: str, models_dir: Path, revision: str | None, *, onnx: bool = False,
+                        onnx_named: list[str] | None = None) -> DownloadResult:
     """Offline mode: a model already complete in the models folder counts as downloaded; no network call."""
     try:
         resolved = registry.resolve_model(repo_id, models_dir)
@@ -325,6 +354,16 @@ def _from_cache_offline(repo_id: str, models_dir: Path, revision: str | None) ->
             f"'{revision}'; unset HF_HUB_OFFLINE to fetch that revision."
         )
     files = dict(entry.get("files") or {})
+    for name in onnx_named or []:
+        if name not in files:
+            raise ModelDownloadError(
+                f"Offline mode is on (HF_HUB_OFFLINE) and {name} of {repo_id} is not in {models_dir}; unset "
+                "HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) and run the command again to fetch it."
+            )
+    notes = []
+    if onnx and ONNX_DEFAULT not in files:
+        notes.append(f"No {ONNX_DEFAULT} of {repo_id} in {models_dir} (offline mode: the Hub was not asked); "
+                     "ragcli exports the model itself on first use of --embed-backend onnx.")
     return DownloadResult(
         repo_id=repo_id,
         revision=resolved.revision,
@@ -334,6 +373,8 @@ def _from_cache_offline(repo_id: str, models_dir: Path, revision: str | None) ->
         requested=str(entry.get("requested") or _DEFAULT_BRANCH),
         trusted_code=sorted(f for f in files if f.endswith(".py")),
         from_cache=True,
+        onnx=sorted(f for f in files if f.startswith(ONNX_DIR)),
+        notes=notes,
     )
 
 
@@ -394,7 +435,11 @@ def _download_one(
     progress: ProgressCallback | None,
     max_workers: int,
     only_file: str | None = None,
+    onnx: bool = False,
+    onnx_named: list[str] | None = None,
 ) -> DownloadResult:
+    import glob
+
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from huggingface_hub.utils import filter_repo_objects
 
@@ -418,6 +463,8 @@ def _download_one(
         allow, ignore = _patterns(repo_id, list(siblings), allow_pickle=allow_pickle,
                                   trust_remote_code=trust_remote_code)
     expected = sorted(filter_repo_objects(list(siblings), allow_patterns=allow, ignore_patterns=ignore))
+    onnx_picked, notes = _onnx_selection(repo_id, commit, list(siblings), default=onnx, named=onnx_named or [])
+    expected = sorted(set(expected) | set(onnx_picked))
 
     storage = registry.repo_folder(models_dir, repo_id)
     snapshot = storage / "snapshots" / commit
@@ -447,11 +494,11 @@ def _download_one(
                         f"default; read the repo's *.py files, then pass --trust-remote-code --revision {commit}."
                     )
 
+    # Exactly the files picked above (and verified below): the patterns alone would skip the ONNX files.
     path = Path(
         snapshot_download(
             repo_id,
-            allow_patterns=allow,
-            ignore_patterns=ignore,
+            allow_patterns=[glob.escape(f) for f in expected],
             max_workers=max_workers,
             tqdm_class=bars.cls,
             **common,
@@ -477,7 +524,48 @@ def _download_one(
         requested=requested,
         downloaded_bytes=remaining,
         trusted_code=[f for f in expected if f.endswith(".py")] if trust_remote_code else [],
+        onnx=onnx_picked,
+        notes=notes,
     )
+
+
+def _onnx_paths(names: list[str]) -> list[str]:
+    """Repo paths (`onnx/NAME.onnx`) of the names given to --onnx-file, checked before any network call."""
+    paths: list[str] = []
+    for raw in names:
+        name = raw.strip().lstrip("/")
+        name = name[len(ONNX_DIR):] if name.startswith(ONNX_DIR) else name
+        if not name.endswith(".onnx") or "/" in name or "\\" in name or name == ".onnx":
+            raise UsageError(f"--onnx-file {raw!r} is not the name of an .onnx file in the repo's onnx/ folder; "
+                             "give one like --onnx-file model_qint8_avx512.onnx.")
+        if ONNX_DIR + name not in paths:
+            paths.append(ONNX_DIR + name)
+    return paths
+
+
+def _onnx_selection(
+    repo_id: str, commit: str, files: list[str], *, default: bool, named: list[str]
+) -> tuple[list[str], list[str]]:
+    """(ONNX files to fetch, notes): `onnx/model.onnx` where the repo has it (`default`), the `named` ones,
+    which must exist, and the external data file of each."""
+    present = set(files)
+    for path in named:
+        if path not in present:
+            others = sorted(f[len(ONNX_DIR):] for f in files if f.startswith(ONNX_DIR) and f.endswith(".onnx"))
+            where = f"its onnx/ files: {', '.join(others[:8])}" if others else "it has no onnx/ files"
+            raise ModelDownloadError(
+                f"{repo_id} at {commit[:12]} has no {path} ({where}); check the name given to --onnx-file."
+            )
+    chosen, notes = list(named), []
+    if default and ONNX_DEFAULT not in chosen:
+        if ONNX_DEFAULT in present:
+            chosen.append(ONNX_DEFAULT)
+        else:
+            notes.append(f"No {ONNX_DEFAULT} in {repo_id} at {commit[:12]}; ragcli exports the model itself on "
+                         "first use of --embed-backend onnx.")
+    picked = set(chosen)
+    picked.update(p + s for p in chosen for s in ONNX_DATA_SUFFIXES if p + s in present)
+    return sorted(picked), notes
 
 
 def _one_file(repo_id: str, name: str, files: list[str], *, allow_pickle: bool) -> tuple[list[str], list[str]]:

@@ -18,8 +18,8 @@ It speaks the part of the protocol huggingface_hub 2.x uses in `model_info`, `sn
 Repos are served from local folders, each at one fixed 40-hex commit (also reachable as `main`). Every
 request is recorded (method, path, query, whether an Authorization header was present, Range): never the
 token itself. Faults can be injected: close the connection after N bytes of a file's body, for the next
-`times` GETs of that file. `--tls` support (a test CA and a server certificate for 127.0.0.1) is in
-`make_test_ca`.
+`times` GETs of that file; or serve other bytes for a file than its size and hashes advertise (`tamper`).
+`--tls` support (a test CA and a server certificate for 127.0.0.1) is in `make_test_ca`.
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ class FakeHub:
     repos: dict[str, FakeRepo] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     faults: dict[tuple[str, str], _Fault] = field(default_factory=dict)
+    tampered: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -143,6 +144,11 @@ class FakeHub:
         """The next `times` GETs of the file send `after_bytes` bytes of the body, then drop the connection."""
         with self._lock:
             self.faults[(repo_id, filename)] = _Fault(after_bytes, times)
+
+    def tamper(self, repo_id: str, filename: str, data: bytes) -> None:
+        """GETs of the file answer `data`; the model info, tree and headers still describe the real file."""
+        with self._lock:
+            self.tampered[(repo_id, filename)] = data
 
     # ---- lifecycle
 
@@ -411,7 +417,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if entry.lfs:
                 headers["X-Linked-Etag"] = f'"{entry.sha256}"'
                 headers["X-Linked-Size"] = str(entry.size)
-            data, status = entry.data, 200
+            data, status = hub.tampered.get((repo.repo_id, filename), entry.data), 200
             range_header = self.headers.get("Range")
             if range_header and not head:
                 match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", range_header)
@@ -422,7 +428,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if start >= entry.size or end < start:
                     return self._error(416, None, "Range not satisfiable", path=path, query=query,
                                        extra={"Content-Range": f"bytes */{entry.size}"})
-                data, status = entry.data[start : end + 1], 206
+                data, status = data[start : end + 1], 206
                 headers["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/{entry.size}"
             headers["Content-Length"] = str(len(data))
             cut = None if head else hub.take_fault(repo.repo_id, filename)

@@ -3,7 +3,7 @@
 Covers the contract rows D1-D5 of docs/failure-modes.md §5: pinned commits recorded only after a
 complete, checksum-verified download; no pickle weights unless asked; gated, unknown and unreachable
 repos; interrupted downloads and re-runs; CA bundles and TLS; remote code; offline mode; no token in
-any output.
+any output. Also `--onnx`/`--onnx-file`: a repo's ONNX exports, fetched and verified only when asked.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def repo_folders(tmp_path_factory) -> dict[str, Path]:
         "1_Pooling/config.json": json.dumps({"word_embedding_dimension": 256, "pooling_mode_cls_token": True}),
         "pytorch_model.bin": b"\x80\x02pickle-that-must-never-be-fetched" * 200,
         "onnx/model.onnx": b"onnx" * 100,
+        "onnx/model.onnx_data": b"external-weights" * 50,
+        "onnx/model_qint8_avx512.onnx": b"qint8" * 40,
+        "onnx/model_O4.onnx": b"optimised" * 30,
         "README.md": "# tiny embed\n",
         ".gitattributes": "*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
     })
@@ -600,3 +603,203 @@ def test_cli_help_has_examples(cli):
     assert result.exit_code == 0
     assert "--allow-pickle" in result.stdout and "ragcli download-model" in result.stdout
     assert "--token" not in result.stdout
+
+
+# --------------------------------------------------------------------------------------------- ONNX exports
+
+ONNX_DEFAULT = {"onnx/model.onnx", "onnx/model.onnx_data"}
+
+
+def _onnx_requests(hub: FakeHub) -> list:
+    return [r for r in hub.requests if "/onnx/" in r.path]
+
+
+def test_onnx_files_are_not_fetched_unless_asked(hub, models):
+    [result] = download_model([EMBED], make_settings(hub, models))
+    assert result.onnx == [] and result.notes == []
+    assert _onnx_requests(hub) == []
+    assert not (result.path / "onnx").exists()
+    assert not any(f.startswith("onnx/") for f in registry.read_lock(models)[EMBED]["files"])
+
+
+def test_onnx_fetches_model_onnx_and_its_data_verified_and_recorded(hub, models, repo_folders):
+    events: list[tuple[str, int, int]] = []
+    settings = make_settings(hub, models)
+    [result] = download_model([EMBED], settings, onnx=True, progress=lambda *e: events.append(e))
+
+    assert result.onnx == sorted(ONNX_DEFAULT) and result.notes == []
+    assert set(result.files) == EMBED_FILES | ONNX_DEFAULT
+    for name in ONNX_DEFAULT:
+        assert (result.path / name).read_bytes() == (repo_folders[EMBED] / name).read_bytes()
+    # The quantised variants are never asked for; both chosen files were fetched at the pinned commit.
+    fetched = {r.path.split("/resolve/", 1)[1] for r in hub.file_requests(method="GET")}
+    sha = hub.repos[EMBED].sha
+    assert {f"{sha}/{name}" for name in ONNX_DEFAULT} <= fetched
+    assert not any("model_qint8" in r.path or "model_O4" in r.path for r in hub.requests)
+    # Recorded in the lock like every other file, with its size; the progress counts their bytes.
+    files = registry.read_lock(models)[EMBED]["files"]
+    assert {n: files[n] for n in ONNX_DEFAULT} == {n: (repo_folders[EMBED] / n).stat().st_size for n in ONNX_DEFAULT}
+    assert result.downloaded_bytes == result.bytes == sum(
+        (repo_folders[EMBED] / f).stat().st_size for f in EMBED_FILES | ONNX_DEFAULT)
+    assert events[-1] == (EMBED, result.bytes, result.bytes)
+    assert registry.resolve_model(EMBED, models).path == result.path
+    assert not list(models.rglob("*.incomplete"))
+
+    hub.clear()
+    [again] = download_model([EMBED], settings, onnx=True)
+    assert again.downloaded_bytes == 0 and again.onnx == sorted(ONNX_DEFAULT)
+    assert hub.file_requests(method="GET") == []
+
+
+def test_onnx_file_fetches_the_named_variant(hub, models, repo_folders):
+    [only] = download_model([EMBED], make_settings(hub, models), onnx_files=["model_qint8_avx512.onnx"])
+    assert only.onnx == ["onnx/model_qint8_avx512.onnx"]
+    assert {r.path.rsplit("/", 1)[-1] for r in _onnx_requests(hub)} == {"model_qint8_avx512.onnx"}
+    assert (only.path / "onnx/model_qint8_avx512.onnx").read_bytes() == (
+        repo_folders[EMBED] / "onnx/model_qint8_avx512.onnx").read_bytes()
+
+    # With --onnx too, and the repo path spelt out: both, plus model.onnx's data file.
+    [both] = download_model([EMBED], make_settings(hub, models), onnx=True,
+                            onnx_files=["onnx/model_O4.onnx", "model_O4.onnx"])
+    assert both.onnx == sorted(ONNX_DEFAULT | {"onnx/model_O4.onnx"})
+    assert "onnx/model_O4.onnx" in registry.read_lock(models)[EMBED]["files"]
+
+
+def test_onnx_file_the_repo_lacks_is_refused_before_any_file_is_written(hub, models):
+    with pytest.raises(ModelDownloadError) as info:
+        download_model([EMBED], make_settings(hub, models), onnx_files=["model_fp16.onnx"])
+    message = one_line(str(info.value))
+    assert "onnx/model_fp16.onnx" in message and EMBED in message and "--onnx-file" in message
+    assert "model_qint8_avx512.onnx" in message and "model_O4.onnx" in message  # what the repo does have
+    assert hub.file_requests() == []
+    assert not registry.repo_folder(models, EMBED).exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"onnx_files": ["model.onnx_data"]}, "not the name of an .onnx file"),
+        ({"onnx_files": ["../model.onnx"]}, "not the name of an .onnx file"),
+        ({"onnx_files": ["sub/model.onnx"]}, "not the name of an .onnx file"),
+        ({"onnx_files": [" "]}, "not the name of an .onnx file"),
+        ({"onnx": True, "file": "onnx/model.onnx"}, "--file fetches exactly one file"),
+    ],
+)
+def test_onnx_usage_errors_before_any_request(hub, models, kwargs, expected):
+    with pytest.raises(UsageError, match=expected) as info:
+        download_model([EMBED], make_settings(hub, models), **kwargs)
+    one_line(str(info.value))
+    assert hub.requests == []
+
+
+def test_onnx_on_a_repo_without_one_downloads_and_says_so(hub, models):
+    [result] = download_model([GEN], make_settings(hub, models), onnx=True)
+    sha = hub.repos[GEN].sha
+    assert result.onnx == []
+    assert result.notes == [f"No onnx/model.onnx in {GEN} at {sha[:12]}; ragcli exports the model itself on "
+                            "first use of --embed-backend onnx."]
+    assert registry.resolve_model(GEN, models).revision == sha
+
+
+def test_onnx_with_the_default_models_is_for_the_embedding_model_only(hub, models):
+    results = download_model([], make_settings(hub, models, embed_model=EMBED, gen_model=GEN), onnx=True)
+    embed, gen = results
+    assert embed.onnx == sorted(ONNX_DEFAULT)
+    assert gen.onnx == [] and gen.notes == []  # the generator does not run through ONNX: nothing to say
+
+
+@pytest.mark.parametrize(("name", "problem"), [("onnx/model.onnx", "SHA-256 differs"),
+                                               ("onnx/model.onnx_data", "git blob id differs")])
+def test_corrupted_onnx_file_is_refused(hub, models, repo_folders, name, problem):
+    good = (repo_folders[EMBED] / name).read_bytes()
+    hub.tamper(EMBED, name, bytes([good[0] ^ 0xFF]) + good[1:])  # same size, other bytes
+    with pytest.raises(ModelDownloadError) as info:
+        download_model([EMBED], make_settings(hub, models), onnx=True)
+    message = one_line(str(info.value))
+    assert f"{EMBED}: {name} does not match the Hub ({problem})" in message
+    assert str(registry.repo_folder(models, EMBED)) in message
+    assert EMBED not in registry.read_lock(models)
+
+
+def test_onnx_offline_reports_the_cached_files(hub, models, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    download_model([EMBED], make_settings(hub, models), onnx=True)
+    download_model([GEN], make_settings(hub, models))
+    hub.clear()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    [cached] = download_model([EMBED], make_settings(hub, models), onnx=True)
+    assert cached.from_cache and cached.onnx == sorted(ONNX_DEFAULT) and cached.notes == []
+    [gen] = download_model([GEN], make_settings(hub, models), onnx=True)
+    assert gen.onnx == [] and "offline mode: the Hub was not asked" in one_line(gen.notes[0])
+    with pytest.raises(ModelDownloadError) as info:
+        download_model([EMBED], make_settings(hub, models), onnx_files=["model_O4.onnx"])
+    message = one_line(str(info.value))
+    assert "onnx/model_O4.onnx" in message and "HF_HUB_OFFLINE" in message
+    assert hub.requests == []
+
+
+def test_cli_onnx_json_and_note(cli, cli_env):
+    result = cli("download-model", EMBED, "--onnx", "--onnx-file", "model_O4.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    [entry] = result.json()
+    assert entry["onnx"] == sorted(ONNX_DEFAULT | {"onnx/model_O4.onnx"}) and entry["notes"] == []
+    assert ONNX_DEFAULT <= set(entry["files"])
+
+    result = cli("download-model", GEN, "--onnx", "--json")
+    assert result.exit_code == 0, result.output
+    [entry] = result.json()  # stdout is the JSON alone; the note goes to stderr, and into the JSON
+    note = f"No onnx/model.onnx in {GEN} at {cli_env.repos[GEN].sha[:12]}; ragcli exports the model itself"
+    assert entry["onnx"] == [] and entry["notes"][0].startswith(note)
+    assert note in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+    result = cli("download-model", GEN, "--quiet")
+    assert result.exit_code == 0 and "onnx/model.onnx" not in result.output  # no note unless --onnx is asked
+
+
+def test_cli_help_explains_onnx(cli):
+    result = cli("download-model", "--help")
+    assert result.exit_code == 0
+    assert "--onnx" in result.stdout and "--onnx-file" in result.stdout
+    assert "ragcli download-model sentence-transformers/all-MiniLM-L6-v2 --onnx" in result.stdout
+
+
+# A real model: the tiny random encoder, with an export ragcli made of it shipped as onnx/model.onnx.
+TINY_ONNX = "acme/tiny-onnx"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_repo(tiny_models, tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import shutil
+
+    from ragcli.onnx_embed import export_fp32
+
+    folder = tmp_path_factory.mktemp("tiny-onnx-repo") / "repo"
+    shutil.copytree(tiny_models.embed, folder)
+    export_fp32(folder, folder / "onnx" / "model.onnx")
+    return folder
+
+
+def test_downloaded_onnx_export_is_run_as_is(tiny_onnx_repo, models, monkeypatch):
+    from ragcli.config import load_settings
+    from ragcli.models import load_embedder
+
+    with FakeHub() as server:
+        server.add_repo(TINY_ONNX, tiny_onnx_repo)
+        [result] = download_model([TINY_ONNX], make_settings(server, models), onnx=True)
+    assert result.onnx == ["onnx/model.onnx"]
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the shipped onnx/model.onnx should have been used, not a new export")
+
+    monkeypatch.setattr("ragcli.onnx_embed.export_fp32", no_export)
+    embedder = load_embedder(load_settings({"embed_backend": "onnx", "models_dir": models,
+                                            "embed_model": TINY_ONNX}, env={}))
+    assert embedder.backend == "onnx" and embedder._hf.onnx_file == result.path / "onnx" / "model.onnx"
+    vectors = embedder.embed_documents(["Vector search finds the nearest chunks.", "x"])
+    assert vectors.shape == (2, embedder.dim)
+    cache = registry.repo_folder(models, TINY_ONNX) / "ragcli-onnx" / result.revision
+    assert json.loads((cache / "export.json").read_text())["fp32"]["source"] == "shipped"
+    assert not (cache / "model.onnx").exists()

@@ -25,7 +25,9 @@ EPILOG = """Examples:
 
   ragcli download-model HuggingFaceTB/SmolLM2-135M-Instruct-GGUF --file smollm2-135m-instruct-q4_1.gguf
 
-Only config, tokenizer and .safetensors files are fetched. The token comes from HF_TOKEN (environment or .env), never from a flag. An interrupted download is not recorded: run the same command again to finish it.
+  ragcli download-model sentence-transformers/all-MiniLM-L6-v2 --onnx
+
+Only config, tokenizer and .safetensors files are fetched, plus the repo's ONNX export with --onnx. The token comes from HF_TOKEN (environment or .env), never from a flag. An interrupted download is not recorded: run the same command again to finish it.
 """
 
 RepoIdsArg = Annotated[
@@ -83,9 +85,33 @@ FileOpt = Annotated[
 ]
 
 
+OnnxOpt = Annotated[
+    bool,
+    typer.Option(
+        "--onnx",
+        help="Also fetch the repo's own ONNX export, onnx/model.onnx (with onnx/model.onnx_data if there is one): "
+        "--embed-backend onnx then runs it as is (onnx-int8 quantises it) instead of exporting the model. A repo "
+        "without one still downloads, and a note says so. With no REPO_ID: the embedding model only. "
+        "Example: ragcli download-model sentence-transformers/all-MiniLM-L6-v2 --onnx.",
+    ),
+]
+OnnxFileOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--onnx-file",
+        help="Also fetch this file of the repo's onnx/ folder (repeatable), e.g. a quantised variant: "
+        "--onnx-file model_qint8_avx512.onnx. It must exist; checked like any other file. ragcli's onnx "
+        "backends run onnx/model.onnx only.",
+        show_default=False,
+    ),
+]
+
+
 def command(
     repo_ids: RepoIdsArg = None,
     file: FileOpt = None,
+    onnx: OnnxOpt = False,
+    onnx_files: OnnxFileOpt = None,
     revision: RevisionOpt = None,
     allow_pickle: AllowPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
@@ -116,6 +142,8 @@ def command(
             trust_remote_code=trust_remote_code,
             progress=progress,
             file=file,
+            onnx=onnx,
+            onnx_files=list(onnx_files or []),
         )
 
     for result in results:
@@ -124,6 +152,8 @@ def command(
                 f"{result.repo_id}@{result.revision[:12]} includes Python code that --trust-remote-code will run: "
                 + ", ".join(result.trusted_code)
             )
+        for note in result.notes:
+            err().print(note, markup=False)
     if json_output:
         print_json([r.to_dict() for r in results])
         return
