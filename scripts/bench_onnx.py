@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--extra-onnx", type=Path, default=None, help="another ONNX file of the same model")
     parser.add_argument("--no-ndcg", action="store_true", help="skip the ingest + retrieval scoring")
+    parser.add_argument("--qa", type=Path, default=REPO / "sample_docs" / "qa.jsonl", help="QA file for nDCG@10")
+    parser.add_argument("--corpus", type=Path, default=REPO / "sample_docs", help="folder the QA file's sources are in")
+    parser.add_argument("--backends", default="torch,onnx,onnx-int8", help="backends scored for nDCG@10")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -98,6 +101,7 @@ def main() -> None:
     from ragcli.models import _load_embedder
 
     model = (args.model or _default_model()).resolve()
+    args.qa, args.corpus = args.qa.resolve(), args.corpus.resolve()
     work = tempfile.TemporaryDirectory(prefix="ragcli-onnx-bench-")
     models_dir = (args.models_dir or Path(work.name) / "models").resolve()
     report: dict = {"model": str(model), "batch_size": args.batch_size, "pairs": args.pairs}
@@ -121,11 +125,12 @@ def main() -> None:
     print(json.dumps(report, indent=2), flush=True)
     if not args.no_ndcg:
         report["retrieval"] = {}
-        for backend in ("torch", "onnx", "onnx-int8"):
+        report["qa"] = str(args.qa)
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
             settings = load_settings({"embed_model": str(model), "models_dir": models_dir,
                                       "index_dir": Path(work.name) / f"index-{backend}", "embed_backend": backend,
                                       "top_k": 10}, env={})
-            r = bench(settings, qa_path=REPO / "sample_docs" / "qa.jsonl", corpus=[REPO / "sample_docs"],
+            r = bench(settings, qa_path=args.qa, corpus=[args.corpus],
                       modes=("dense",), k=10, answers=False, startup=False)
             # The run's own loaded embedder is reused by bench through the process cache.
             report["retrieval"][backend] = {
