@@ -182,3 +182,57 @@ def test_judges_are_loaded_once(nli, settings):
 
     s = settings.replace(faithfulness_model=str(nli))
     assert load_judge(s) is load_judge(s)
+
+
+@pytest.fixture(scope="session")
+def late_interaction(tiny_models, tmp_path_factory) -> Path:
+    """A tiny random multi-vector (ColBERT-style) model saved by sentence-transformers'
+    MultiVectorEncoder: a 2-layer BERT with the tiny embedder's tokenizer under its default modules."""
+    pytest.importorskip("sentence_transformers.multi_vector_encoder")
+    import torch
+    from sentence_transformers import MultiVectorEncoder
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("tiny-late")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.embed)
+    torch.manual_seed(5)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id)).save_pretrained(root / "bert", safe_serialization=True)
+    tokenizer.save_pretrained(root / "bert")
+    model = MultiVectorEncoder(str(root / "bert"), device="cpu", local_files_only=True)
+    model.save(str(root / "late"))
+    return root / "late"
+
+
+def _maxsim(path: Path, question: str, passages: list[str]) -> np.ndarray:
+    """MaxSim computed here from the model's token vectors: for each question token the best dot
+    product with any passage token, summed."""
+    import torch
+    from sentence_transformers import MultiVectorEncoder
+
+    model = MultiVectorEncoder(str(path), device="cpu", local_files_only=True)
+    with torch.no_grad():
+        q = model.encode_query([question])[0]
+        out = []
+        for p in passages:
+            d = model.encode_document([p])[0]
+            out.append(float((torch.as_tensor(q) @ torch.as_tensor(d).T).max(dim=1).values.sum()))
+    return np.asarray(out)
+
+
+def test_late_interaction_reranker_orders_by_maxsim(cli, index, late_interaction):
+    from ragcli.judges import late_interaction_type
+
+    assert late_interaction_type(late_interaction) == "MultiVectorEncoder"
+    plain = cli("query", "--context", "--json", "-k", str(DEPTH), "--max-new-tokens", "2", QUESTION).json()
+    candidates = plain["sources"]
+    result = cli("query", "--context", "--json", "-k", str(K), "--rerank", late_interaction, "--rerank-depth",
+                 str(DEPTH), "--max-new-tokens", "2", QUESTION)
+    assert result.exit_code == 0, result.output
+    data = result.json()
+    scores = _maxsim(late_interaction, QUESTION, [c["text"] for c in candidates])
+    expected = [candidates[i]["chunk_id"] for i in np.argsort(-scores, kind="stable")[:K]]
+    assert [s["chunk_id"] for s in data["sources"]] == expected
+    assert [s["score"] for s in data["sources"]] == pytest.approx(sorted(scores, reverse=True)[:K], rel=1e-3)
+    assert "rerank" in data["timings"]
