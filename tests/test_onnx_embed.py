@@ -100,6 +100,11 @@ def test_export_is_cached_beside_the_model_with_versions(onnx_models_dir):
     assert record["fp32"]["source"] == "exported"
     assert {"torch", "transformers", "onnx", "onnxruntime"} <= set(record["fp32"]["versions"])
     assert "int8" in record["int8"]["quantization"]
+    # Fused before quantisation (one Attention node per layer of the tiny BERT), the feed-forward
+    # down-projections (one per layer) kept in fp32.
+    layers = json.loads((snapshot / "config.json").read_text())["num_hidden_layers"]
+    assert record["int8"]["fused"]["Attention"] == layers and "not_fused" not in record["int8"]
+    assert record["int8"]["fp32_nodes"] == layers
     before = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
     assert ensure_onnx(snapshot, EMBED_REV, onnx_models_dir, "int8") == folder / "model-int8.onnx"
     assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == before  # nothing exported again
