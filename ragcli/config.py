@@ -30,10 +30,13 @@ TARGETS = ("local", "databricks")
 INDEX_KINDS = ("direct-access", "delta-sync")  # kinds of Databricks index (--index-kind)
 SPLITTERS = ("semantic", "sentence")
 SEMANTIC_VECTORS = ("late", "pooled", "window")
+# Precision of the semantic splitter's window vectors (they only place breakpoints): "auto" = bf16 where
+# the CPU computes bf16 natively (AMX / AVX512-BF16) and the embedder runs in torch fp32, else "same".
+WINDOW_PRECISIONS = ("auto", "same", "bf16", "int8")
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("adaptive", "rrf", "weighted")
 INDEX_TYPES = ("flat", "hnsw", "ivf", "auto")
-EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")  # ragcli.onnx_embed.BACKENDS (kept here: config imports nothing)
+EMBED_BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # ragcli.onnx_embed.BACKENDS (kept here: config imports nothing)
 
 # Environment variables whose values are secrets wherever they appear.
 SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "RAGCLI_API_KEY")
@@ -80,6 +83,7 @@ class Settings:
     buffer_size: int = 1
     breakpoint_percentile: float = 95.0
     semantic_vectors: str = "window"
+    window_precision: str = "auto"  # WINDOW_PRECISIONS; ragcli.models.window_embedder_for
     window_cache: str = ""  # semantic splitter's window vectors between ingests: "" = <models_dir>/ragcli-cache, "off", or a folder
     max_chunk_tokens: int = 256
     embed_batch_size: int = 32
@@ -87,7 +91,7 @@ class Settings:
     # once decompressed (its word/document.xml), in MiB
     max_file_mb: int = 50
     max_docx_part_mb: int = 50
-    embed_backend: str = "torch"  # torch (sentence-transformers), onnx (ONNX Runtime fp32) or onnx-int8
+    embed_backend: str = "torch"  # torch (sentence-transformers), torch-bf16 (the same in bf16 autocast), onnx (ONNX Runtime fp32) or onnx-int8
     index_type: str | None = None  # None: keep the index's own type (flat for a new index)
     # Retrieval and generation
     top_k: int = 4
@@ -222,6 +226,7 @@ _FIELDS: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "buffer_size": (("RAGCLI_BUFFER_SIZE",), _parser_int(0, 10)),
     "breakpoint_percentile": (("RAGCLI_BREAKPOINT_PERCENTILE",), _parser_float(1.0, 100.0)),
     "semantic_vectors": (("RAGCLI_SEMANTIC_VECTORS",), _parser_choice(SEMANTIC_VECTORS)),
+    "window_precision": (("RAGCLI_WINDOW_PRECISION",), _parser_choice(WINDOW_PRECISIONS)),
     "window_cache": (("RAGCLI_WINDOW_CACHE",), _parse_cache),
     "max_chunk_tokens": (("RAGCLI_MAX_CHUNK_TOKENS",), _parser_int(16, 8192)),
     "embed_batch_size": (("RAGCLI_EMBED_BATCH_SIZE",), _parser_int(1, 4096)),

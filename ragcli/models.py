@@ -17,6 +17,8 @@ torch, transformers and llama_index are imported inside functions only.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import itertools
 import threading
@@ -129,7 +131,23 @@ class Embedder:
     texts_embedded: int = 0
     calls: int = 0
     backend: str = "torch"  # "torch" (sentence-transformers) or "onnx" (ONNX Runtime, ragcli.onnx_embed)
-    quantization: str = "none"  # "none" or "int8" (onnx only)
+    quantization: str = "none"  # "none", "int8" (onnx) or "bf16" (torch: run in bf16 autocast)
+
+    def _compute(self) -> Any:
+        """The context every forward pass runs in: bf16 autocast for a bf16 torch embedder (matrix
+        products in bf16, normalisations and softmax in fp32), else nothing."""
+        if self.backend == "torch" and self.quantization == "bf16":
+            import torch
+
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def in_precision(self, quantization: str) -> Embedder:
+        """This torch model computing in another precision ("bf16" or "none"): the same loaded weights,
+        counters of its own."""
+        if self.backend != "torch":
+            raise ValueError(f"{quantization} autocast needs the torch backend, not {self.backend}")
+        return dataclasses.replace(self, quantization=quantization, texts_embedded=0, calls=0)
 
     # -- token accounting ---------------------------------------------------------------------
     def token_ids(self, text: str) -> list[int]:
@@ -203,7 +221,8 @@ class Embedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
-            vectors = self._hf.get_text_embedding_batch(batch)
+            with self._compute():
+                vectors = self._hf.get_text_embedding_batch(batch)
             out[start : start + len(batch)] = np.asarray(vectors, dtype=np.float32)
             self.texts_embedded += len(batch)
             if progress is not None:
@@ -215,7 +234,8 @@ class Embedder:
 
         self.calls += 1
         self.texts_embedded += 1
-        vector = np.asarray(self._hf.get_query_embedding(text), dtype=np.float32)[None, :]
+        with self._compute():
+            vector = np.asarray(self._hf.get_query_embedding(text), dtype=np.float32)[None, :]
         return _normalise(vector)[0]
 
     def token_states(self, sequences: list[list[int]]) -> list[np.ndarray]:
@@ -240,7 +260,7 @@ class Embedder:
             else:
                 import torch
 
-                with torch.inference_mode():
+                with torch.inference_mode(), self._compute():
                     hidden = self._auto_model(input_ids=torch.from_numpy(ids),
                                               attention_mask=torch.from_numpy(mask)).last_hidden_state.float().numpy()
             out.extend(hidden[row, : len(seq)] for row, seq in enumerate(batch))
@@ -261,7 +281,8 @@ class Embedder:
     def raw_query_vector(self, text: str) -> Any:
         """The underlying model's query embedding with nothing of ragcli around it (no counting, no
         normalisation): bench's baseline for the cost of retrieval."""
-        return self._hf.get_query_embedding(text)
+        with self._compute():
+            return self._hf.get_query_embedding(text)
 
     def llama_embed_model(self) -> Any:
         """This embedder as a llama-index `BaseEmbedding` (for the semantic splitter), counted like the rest."""
@@ -348,6 +369,8 @@ def _raise_denied(exc: OSError) -> None:
 def _load_embedder(path: str, model_id: str, revision: str, batch_size: int, backend: str = "torch",
                    models_dir: str = "", onnx_file: str | None = None) -> Embedder:
     _quiet_libraries()
+    if backend == "torch-bf16":  # the torch model, loaded once, computing in bf16
+        return _load_embedder(path, model_id, revision, batch_size, "torch", models_dir).in_precision("bf16")
     if backend != "torch":
         return _load_onnx_embedder(path, model_id, revision, batch_size, backend, models_dir, onnx_file)
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
@@ -416,6 +439,56 @@ def _load_onnx_embedder(path: str, model_id: str, revision: str, batch_size: int
         backend="onnx",
         quantization=quantization,
     )
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (AMX tiles or AVX512-BF16): there bf16
+    autocast runs the encoder 2-3x faster than fp32; elsewhere it is emulated and slower."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        check = getattr(cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except (RuntimeError, AttributeError):  # a private probe that changed: assume no
+            continue
+    return False
+
+
+def window_precision(settings: Settings, embedder: Embedder) -> str:
+    """The precision the semantic splitter's window vectors are computed in: "bf16", "int8" or "same"
+    (the embedder's own). `RAGCLI_WINDOW_PRECISION=auto` (the default) means bf16 where the embedder is
+    torch fp32 and the CPU has native bf16, the embedder's own precision otherwise."""
+    wanted = settings.window_precision
+    if wanted == "auto":
+        return "bf16" if (embedder.backend, embedder.quantization) == ("torch", "none") and native_bf16() else "same"
+    if (wanted, embedder.backend, embedder.quantization) in (("bf16", "torch", "bf16"), ("int8", "onnx", "int8")):
+        return "same"
+    return wanted
+
+
+def window_embedder_for(settings: Settings, embedder: Embedder) -> Embedder:
+    """The embedder of the semantic splitter's window vectors. The windows only decide where chunks
+    break, by comparing neighbours, so they may be computed in reduced precision (`window_precision`):
+    bf16 autocast of the same torch model, or the int8 ONNX copy of the model (exported and cached
+    once, like `--embed-backend onnx-int8`). The chunks themselves are always embedded by `embedder`."""
+    if settings.splitter != "semantic" or settings.semantic_vectors != "window":
+        return embedder
+    precision = window_precision(settings, embedder)
+    if precision == "bf16":
+        if embedder.backend != "torch":
+            from ragcli.errors import UsageError
+
+            raise UsageError(f"RAGCLI_WINDOW_PRECISION=bf16 needs the torch embedding backend, not "
+                             f"{embedder.backend}; use auto or same.")
+        return embedder.in_precision("bf16")
+    if precision == "int8":
+        with _LOCK:
+            return _load_embedder(str(embedder.path), embedder.model_id, embedder.revision, embedder.batch_size,
+                                  "onnx-int8", str(settings.models_dir))
+    return embedder
 
 
 def embedding_backend(settings: Settings, embedder: Embedder | None = None) -> tuple[str, str]:

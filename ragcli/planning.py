@@ -68,6 +68,7 @@ class IngestReport:
     hard_cuts: int = 0
     embed_model: str = ""
     splitter: dict[str, Any] = field(default_factory=dict)
+    window_precision: str = ""  # the semantic splitter's window vectors: "bf16", "int8" or "same" ("" = none computed)
 
     def count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -247,6 +248,8 @@ class _Planner:
         self.changed = False
         self.splitter: Splitter | None = None
         self.window_cache: Any = None
+        self.window_embedder: Embedder | None = None  # the splitter's, where it is not `embedder`
+        self._window_before = 0
         # Loaded files waiting to be split together: (relpath, text, file entry, report entry).
         self.to_split: list[tuple[str, str, dict[str, Any], FileResult, dict[str, Any] | None]] = []
         self.to_split_chars = 0
@@ -366,10 +369,17 @@ class _Planner:
         if not self.to_split:
             return
         if self.splitter is None:
+            from ragcli.models import window_embedder_for, window_precision
             from ragcli.splitting import Splitter, window_cache_for
 
-            self.window_cache = window_cache_for(self.settings, self.get_embedder())
-            self.splitter = Splitter(split_settings, self.get_embedder(), window_cache=self.window_cache)
+            windows = window_embedder_for(self.settings, self.get_embedder())
+            if split_settings.kind == "semantic" and split_settings.vectors == "window":
+                self.report.window_precision = window_precision(self.settings, self.get_embedder())
+            if windows is not self.get_embedder():
+                self.window_embedder, self._window_before = windows, windows.texts_embedded
+            self.window_cache = window_cache_for(self.settings, windows)
+            self.splitter = Splitter(split_settings, self.get_embedder(), window_cache=self.window_cache,
+                                     window_embedder=windows)
         try:
             pieces: list[list[str] | BaseException] = list(
                 self.splitter.split_many([text for _, text, _, _, _ in self.to_split]))
@@ -460,6 +470,8 @@ class _Planner:
         if self.embedder is not None:
             embed_info = dict(self.embedder.info(), chunk_token_limit=self.embedder.chunk_token_limit)
             report.texts_embedded = self.embedder.texts_embedded - self._embedded_before
+            if self.window_embedder is not None:
+                report.texts_embedded += self.window_embedder.texts_embedded - self._window_before
         else:
             embed_info = dict(self.state.embed or {})
         if not embed_info.get("dim"):  # nothing was read (every file failed): the record still needs the model

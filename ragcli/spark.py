@@ -144,12 +144,13 @@ def _chunk_partition(batches: Iterator[Any], settings: Settings, encoding: str |
 
     from ragcli.errors import DocumentError, EmptyDocumentError
     from ragcli.loaders import load_bytes
-    from ragcli.models import load_embedder
+    from ragcli.models import load_embedder, window_embedder_for
     from ragcli.splitting import Splitter, SplitterSettings
     from ragcli.types import file_chunks
 
     embedder = load_embedder(settings)  # cached in this Python worker
-    splitter = Splitter(SplitterSettings.from_settings(settings, embedder_limit=embedder.chunk_token_limit), embedder)
+    splitter = Splitter(SplitterSettings.from_settings(settings, embedder_limit=embedder.chunk_token_limit), embedder,
+                        window_embedder=window_embedder_for(settings, embedder))
     for pdf in batches:
         rows: list[tuple[Any, ...]] = []
         for record in pdf.to_dict("records"):

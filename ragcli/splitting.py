@@ -126,13 +126,17 @@ class Splitter:
     each distinct text once; a `window_cache` (text key -> vector, e.g. `WindowCache`) keeps them for
     the next ingest, so a changed file re-embeds only its changed windows. The breakpoints are
     llama-index's own (`SemanticSplitterNodeParser`'s distance and percentile code is called): given
-    the same window vectors, the chunks are the same as its parser's."""
+    the same window vectors, the chunks are the same as its parser's. `window_embedder` embeds the
+    windows (default `embedder`; a reduced-precision copy of it, bf16 or int8, as
+    `ragcli.models.window_embedder_for` decides: the windows only place the breakpoints)."""
 
-    def __init__(self, settings: SplitterSettings, embedder: Embedder, window_cache: Any = None) -> None:
+    def __init__(self, settings: SplitterSettings, embedder: Embedder, window_cache: Any = None,
+                 window_embedder: Embedder | None = None) -> None:
         from llama_index.core.node_parser import SemanticSplitterNodeParser, SentenceSplitter
 
         self.settings = settings
         self.embedder = embedder
+        self.window_embedder = window_embedder or embedder
         self.stats = SplitStats()
         self._vectors: dict[str, Any] = {}  # text key -> window/sentence vector, for this run
         self._late: dict[int, list[Any]] = {}  # late chunking: id(sentence groups) -> window vectors
@@ -217,7 +221,7 @@ class Splitter:
         if not wanted:
             return
         keys = sorted(wanted, key=lambda k: len(wanted[k]), reverse=True)  # little padding per batch
-        vectors = self.embedder.embed_documents([wanted[k] for k in keys])
+        vectors = self.window_embedder.embed_documents([wanted[k] for k in keys])
         fresh = dict(zip(keys, vectors, strict=True))
         self._vectors.update(fresh)
         if self._cache is not None:

@@ -60,9 +60,8 @@ def ingest_child(docs: Path, index_dir: Path, splitter: str) -> dict:
     import resource
     import subprocess
     import sys
-    import time
-
     import tempfile
+    import time
 
     # The peak RSS is taken by a wrapper process of the ingest alone: this process's own RUSAGE_CHILDREN
     # would include every child it ever waited for (a test suite's other subprocesses).

@@ -179,7 +179,7 @@ def test_backend_setting_and_flag_are_checked(cli, monkeypatch):
         load_settings(env={"RAGCLI_EMBED_BACKEND": "tensorrt"})
     result = cli("ingest", ".", "--embed-backend", "tensorrt")
     assert result.exit_code == 2
-    assert "--embed-backend 'tensorrt' is not one of: torch, onnx, onnx-int8" in result.stderr
+    assert "--embed-backend 'tensorrt' is not one of: torch, torch-bf16, onnx, onnx-int8" in result.stderr
 
 
 def _manifest_embed() -> dict:

@@ -16,7 +16,7 @@ EmbedModelOpt = Annotated[
 ]
 EmbedBackendOpt = Annotated[
     str | None,
-    typer.Option("--embed-backend", help="How the embedding model runs: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (dynamic int8 weights; fastest on CPU). Exported once and cached beside the model; an index holds one backend's vectors. Example: --embed-backend onnx-int8. Env: RAGCLI_EMBED_BACKEND. Default: torch.", show_default=False),
+    typer.Option("--embed-backend", help="How the embedding model runs: torch, torch-bf16 (the same model in bf16 autocast: much faster where the CPU computes bf16 natively, AMX or AVX512-BF16; slower elsewhere), onnx (ONNX Runtime, fp32) or onnx-int8 (dynamic int8 weights). ONNX files are exported once and cached beside the model; an index holds one backend's vectors. Compare them with ragcli bench --compare-backend. Example: --embed-backend torch-bf16. Env: RAGCLI_EMBED_BACKEND. Default: torch.", show_default=False),
 ]
 RerankOpt = Annotated[
     str | None,

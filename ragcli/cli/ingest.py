@@ -40,6 +40,7 @@ def command(
     buffer_size: Annotated[int | None, typer.Option("--buffer-size", min=0, max=10, help="Semantic splitter: sentences on each side compared at a breakpoint. Default 1.", show_default=False)] = None,
     breakpoint_percentile: Annotated[float | None, typer.Option("--breakpoint-percentile", min=1, max=100, help="Semantic splitter: distance percentile that starts a new chunk. Default 95.", show_default=False)] = None,
     semantic_vectors: Annotated[str | None, typer.Option("--semantic-vectors", help="Semantic splitter: window (embed each sentence window, as llama-index does), pooled (embed each sentence once and average windows) or late (read each document once, pool its token vectors per window: about one encode of the text). Example: --semantic-vectors late. Env: RAGCLI_SEMANTIC_VECTORS.", show_default=False)] = None,
+    window_precision: Annotated[str | None, typer.Option("--window-precision", help="Semantic splitter: precision of the window vectors, which only place the breakpoints (the chunks are always embedded by the embedding backend): auto (bf16 where the CPU has native bf16 and the backend is torch, else same), same, bf16 or int8 (the model's int8 ONNX copy). Example: --window-precision same. Env: RAGCLI_WINDOW_PRECISION.", show_default=False)] = None,
     max_chunk_tokens: Annotated[int | None, typer.Option("--max-chunk-tokens", min=16, help="Hard cap on a chunk's length in embedding-model tokens (longer chunks are split again, never truncated). Default 256.", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Texts per embedding batch. Default 32.", show_default=False)] = None,
     index_type: Annotated[str | None, typer.Option("--index-type", help="flat (exact), ivf or hnsw (approximate, for large corpora), or auto (flat up to 100,000 chunks, ivf above; decided again at every ingest). Default: the index's current type; flat for a new index.", show_default=False)] = None,
@@ -61,12 +62,20 @@ def command(
     from rich.markup import escape
 
     from ragcli.cli._output import err, out, print_json, progress_bar, warn
-    from ragcli.config import INDEX_KINDS, INDEX_TYPES, SEMANTIC_VECTORS, SPLITTERS, TARGETS
+    from ragcli.config import (
+        INDEX_KINDS,
+        INDEX_TYPES,
+        SEMANTIC_VECTORS,
+        SPLITTERS,
+        TARGETS,
+        WINDOW_PRECISIONS,
+    )
     from ragcli.errors import UsageError
     from ragcli.ingest import ingest
 
     check_choices(("--splitter", splitter, SPLITTERS), ("--index-type", index_type, INDEX_TYPES),
-                  ("--semantic-vectors", semantic_vectors, SEMANTIC_VECTORS), ("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS))
+                  ("--semantic-vectors", semantic_vectors, SEMANTIC_VECTORS), ("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS),
+                  ("--window-precision", window_precision, WINDOW_PRECISIONS))
     if encoding is not None:
         import codecs
 
@@ -74,7 +83,7 @@ def command(
             codecs.lookup(encoding)
         except LookupError:
             raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows (try latin-1 or cp1252).") from None
-    settings = settings_from(semantic_vectors=semantic_vectors, databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
+    settings = settings_from(semantic_vectors=semantic_vectors, window_precision=window_precision, databricks_host=databricks_host, databricks_endpoint=databricks_endpoint,
                              databricks_index=databricks_index, databricks_index_kind=index_kind, splitter=splitter, buffer_size=buffer_size, breakpoint_percentile=breakpoint_percentile,
                              max_chunk_tokens=max_chunk_tokens, embed_batch_size=batch_size, index_type=index_type,
                              embed_model=embed_model, embed_backend=embed_backend, models_dir=models_dir, index_dir=index_dir, target=target)
