@@ -83,11 +83,14 @@ def bench(
     qa: QASet | None = None,
     embedder: Any = None,
     speed: bool = True,
+    compare_backend: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the report (a JSON-able dict). Never changes the configured index.
 
     `qa` (the loaded `qa_path`) and `embedder` may be passed in by a caller that runs several arms on
-    one set (ragcli.grid); `speed=False` skips the timing ratios (re-ingest, raw search)."""
+    one set (ragcli.grid); `speed=False` skips the timing ratios (re-ingest, raw search).
+    `compare_backend` (e.g. "torch") also runs that embedding backend on the same corpus and texts
+    and reports both side by side (`backends`, ragcli.backend_compare)."""
     from ragcli.errors import IndexNotFoundError, UsageError
     from ragcli.models import load_embedder, load_generator
     from ragcli.qa import write_beir_corpus
@@ -99,6 +102,15 @@ def bench(
         raise UsageError(f"bench never changes a remote index: drop --corpus and run "
                          f"`ragcli ingest --target {kind.kind} <paths>` first.")
     k = k or settings.top_k
+    if compare_backend is not None:
+        if compare_backend == settings.embed_backend:
+            raise UsageError(f"--compare-backend {compare_backend} is the configured backend: compare against another "
+                             f"one, e.g. --embed-backend onnx-int8 --compare-backend torch.")
+        if not kind.capabilities.scratch_copy:
+            raise UsageError(f"--compare-backend embeds the corpus with both backends; the {kind.kind} target's index "
+                             f"has its own vectors: compare backends on the local target with --corpus.")
+        if "dense" not in modes:
+            raise UsageError("--compare-backend compares dense retrieval: include dense in --modes.")
     qa = qa or load_qa(qa_path)
     import datetime
 
@@ -131,6 +143,9 @@ def bench(
                 open_target(settings).open()
             except IndexNotFoundError:  # nothing ingested yet: measure the QA file's own folder
                 corpus = [qa_path.parent]
+        if compare_backend is not None and not corpus:
+            raise UsageError("--compare-backend ingests the documents with both backends: pass --corpus PATH (the "
+                             "folder the index was built from).")
         if corpus:
             settings = kind.scratch_settings(settings, Path(tmp_dir.name) / "index")
             # A cold window cache, so the first ingest pays for every semantic window (ingest_over_encode).
@@ -159,6 +174,13 @@ def bench(
                 report["retrieval"][f"{mode}+rerank"], hits_by_mode[mode] = _bench_retrieval(
                     qa.rows, retriever, mode, k, settings, progress)
         retriever.rerank_enabled = True
+        if compare_backend is not None:
+            from ragcli.backend_compare import compare_backend as compare
+
+            report["backends"] = compare(settings, report, baseline=compare_backend, qa=qa, qa_path=qa_path,
+                                         corpus=corpus or [], chunk_texts=[c.text for c in retriever.target.chunks()],
+                                         embedder=embedder, k=k, pairs=pairs, run=bench, timed_pairs=_timed_pairs,
+                                         progress=progress)
         if speed and embedder is not None and "dense" in modes and retriever.target.capabilities.raw_search:
             report["retrieval_over_raw"] = _retrieval_ratio(qa.rows, retriever, embedder, k, pairs * 4)
         if answers and qa.with_answers:
@@ -502,6 +524,10 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
         out["answers.changed_by_context"] = a["changed_by_context"]
         out["answers.changed_by_context_rate"] = a["changed_by_context_rate"]
         out["count.prompts_truncated"] = a["prompts_truncated"]
+    if "backends" in report:
+        from ragcli.backend_compare import flat
+
+        out.update(flat(report["backends"]))
     ing = report.get("ingest")
     if ing:
         for name in ("ingest_over_encode", "reingest_over_ingest"):

@@ -216,3 +216,65 @@ def test_an_index_never_mixes_backends(cli, onnx_env, docs):
     assert monkeypatch_env.json()["sources"]
     # Without the flag (torch, the default) the int8 index is refused the same way.
     assert "onnx-int8 embedding backend" in cli("query", "--context", "What is vector search?").stderr
+
+
+def test_bench_compares_backends_side_by_side(cli, onnx_env, docs, tmp_path):
+    """`bench --compare-backend`: the configured backend and the baseline on the same corpus, texts and
+    questions; fp32 ONNX agrees with torch to rounding, so its retrieval scores are torch's."""
+    out = tmp_path / "compare.json"
+    args = ["bench", "--qa", docs / "qa.jsonl", "--corpus", docs, "--modes", "dense", "--no-answers", "--no-startup",
+            "--pairs", "1", "--quiet"]
+    result = cli(*args, "--embed-backend", "onnx", "--compare-backend", "torch", "--json", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    b = report["backends"]
+    assert (b["configured"], b["baseline"]) == ("onnx", "torch")
+    assert b["speed"]["chunks"]["texts"] == min(report["ingest"]["chunks"], 256)
+    assert b["speed"]["questions"]["texts"] == report["questions"]
+    for s in b["speed"].values():
+        assert s["time_ratio"] > 0 and s["texts_per_s"] > 0 and s["baseline_texts_per_s"] > 0
+    assert b["cosine"]["min"] > 0.99999
+    assert b["dense"]["baseline"]["ndcg"] == pytest.approx(report["retrieval"]["dense"]["ndcg"])
+    assert b["dense"]["delta"]["ndcg"] == pytest.approx(0.0, abs=1e-9)
+    assert b["baseline_ingest"]["chunks"] == report["ingest"]["chunks"]  # the same corpus, split the same way
+    assert report["metrics"]["ratio.embed_over_baseline.chunks"] == b["speed"]["chunks"]["time_ratio"]
+    assert report["metrics"]["backend.dense.ndcg_delta"] == b["dense"]["delta"]["ndcg"]
+    assert "Embedding backend onnx against torch" in cli(*args, "--embed-backend", "onnx",
+                                                         "--compare-backend", "torch").stdout
+    # int8 really differs from torch: the comparison says by how much.
+    int8 = cli(*args, "--embed-backend", "onnx-int8", "--compare-backend", "torch", "--json", out)
+    assert int8.exit_code == 0, int8.output
+    assert 0.9 < json.loads(out.read_text())["backends"]["cosine"]["min"] < 0.999999
+
+
+def test_compare_backend_refusals(cli, onnx_env, docs):
+    same = cli("bench", "--qa", docs / "qa.jsonl", "--corpus", docs, "--compare-backend", "torch", "--no-answers")
+    assert same.exit_code == 2 and "is the configured backend" in same.stderr
+    assert len(same.stderr.strip().splitlines()) == 1
+    bad = cli("bench", "--qa", docs / "qa.jsonl", "--compare-backend", "tpu")
+    assert bad.exit_code == 2 and "--compare-backend" in bad.stderr
+    assert cli("ingest", docs, "--quiet").exit_code == 0
+    no_corpus = cli("bench", "--qa", docs / "qa.jsonl", "--embed-backend", "onnx", "--compare-backend", "torch",
+                    "--no-answers", "--modes", "dense")
+    assert no_corpus.exit_code == 2 and "pass --corpus" in no_corpus.stderr
+
+
+def test_int8_of_an_architecture_the_optimizer_does_not_know_is_quantised_unfused(onnx_models_dir, tmp_path):
+    """Fusion is a speed step only: where ONNX Runtime's optimizer does not know the model type, the
+    plain export is quantised (recorded as not fused) and still gives close vectors."""
+    import onnxruntime as ort
+
+    from ragcli.onnx_embed import quantize_int8
+
+    fp32 = resolve_snapshot(onnx_models_dir).parent.parent / "ragcli-onnx" / EMBED_REV / "model.onnx"
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / "int8.onnx"
+    record = quantize_int8(fp32, dest, {"model_type": "not-a-known-type", "num_attention_heads": 2, "hidden_size": 32})
+    assert record["fused"] == {} and "no fusion for model_type 'not-a-known-type'" in record["not_fused"]
+    session = ort.InferenceSession(str(dest), providers=["CPUExecutionProvider"])
+    import onnx
+
+    assert not any(n.op_type == "Attention" for n in onnx.load(str(dest)).graph.node)
+    assert [i.name for i in session.get_inputs()][:2] == ["input_ids", "attention_mask"]
+    assert sorted(p.name for p in out.iterdir()) == ["int8.onnx"]  # no temporary file left

@@ -74,6 +74,7 @@ def command(
     top_k: TopKOpt = None,
     embed_model: EmbedModelOpt = None,
     embed_backend: EmbedBackendOpt = None,
+    compare_backend: Annotated[str | None, typer.Option("--compare-backend", help="Also run this embedding backend (torch, onnx, onnx-int8) on the same corpus and texts and report both side by side: embedding time ratio on chunks and questions, cosine of their vectors, dense nDCG/MRR/hit-rate difference. Needs --corpus (or a BEIR QA set). E.g. --embed-backend onnx-int8 --compare-backend torch.", show_default=False)] = None,
     rerank: RerankOpt = None,
     rerank_depth: RerankDepthOpt = None,
     faithfulness: FaithfulnessOpt = None,
@@ -100,14 +101,15 @@ def command(
         parse_threshold,
     )
     from ragcli.cli._output import err, print_json, progress_bar
-    from ragcli.config import FUSIONS, INDEX_KINDS, MODES, TARGETS, redact
+    from ragcli.config import EMBED_BACKENDS, FUSIONS, INDEX_KINDS, MODES, TARGETS, redact
     from ragcli.errors import ThresholdError, UsageError
 
     mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
     bad = [m for m in (*mode_list, answer_mode) if m not in MODES]
     if bad or not mode_list:
         raise UsageError(f"--modes/--answer-mode: {', '.join(bad) or '(none)'} not among {', '.join(MODES)}.")
-    check_choices(("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS), ("--fusion", fusion, FUSIONS))
+    check_choices(("--target", target, TARGETS), ("--index-kind", index_kind, INDEX_KINDS), ("--fusion", fusion, FUSIONS),
+                  ("--compare-backend", compare_backend, EMBED_BACKENDS))
     target_list = [t.strip() for t in (targets or "").split(",") if t.strip()]
     if targets is not None:
         if target is not None:
@@ -122,7 +124,7 @@ def command(
                              index_dir=index_dir, target=target,
                              max_new_tokens=max_new_tokens, fusion=fusion, hybrid_alpha=alpha)
     if calibrate_fusion:
-        if grid or corpus or target_list or unders or overs or baseline is not None:
+        if grid or corpus or target_list or unders or overs or baseline is not None or compare_backend:
             raise UsageError("--calibrate-fusion measures the configured index only: drop --grid, --corpus, --targets "
                              "and the gates.")
         from ragcli.bench import calibrate_fusion as calibrate
@@ -137,6 +139,8 @@ def command(
                     markup=False)
         return
     if grid:
+        if compare_backend:
+            raise UsageError("--compare-backend compares one configuration: run it without --grid.")
         if target_list or unders or overs or baseline is not None:
             raise UsageError("--grid ranks arms; gates (--fail-under, --fail-over, --baseline) and --targets apply to "
                              "a single run: run bench again with the winning settings to gate on it.")
@@ -145,7 +149,7 @@ def command(
         return
     with progress_bar(enabled=not quiet) as progress:
         options = dict(qa_path=qa, corpus=corpus, modes=mode_list, answers=answers, answer_mode=answer_mode,
-                       pairs=pairs, startup=startup, progress=progress)
+                       pairs=pairs, startup=startup, progress=progress, compare_backend=compare_backend)
         report = bench_targets(settings, target_list, **options) if target_list else bench(settings, **options)
     base = load_baseline(baseline, report) if baseline else None
     failures = check_gates(report, fail_under=unders, fail_over=overs, baseline=base, tolerance=tolerance)
@@ -286,6 +290,29 @@ def render(report: dict) -> None:
         t3.add_row("help_over_typer", _num(r["median"]), f"ragcli --help {_num(r['seconds'])} s")
     t3.add_row("peak memory", f"{_num(report['memory']['peak_rss_mb'], 1)} MB", "")
     console.print(t3)
+    if "backends" in report:
+        render_backends(report["backends"], k)
+
+
+def render_backends(b: dict, k: int) -> None:
+    """`--compare-backend`: the configured embedding backend and the baseline side by side."""
+    from rich.table import Table
+
+    from ragcli.cli._output import out
+
+    table = Table(title=f"Embedding backend {b['configured']} against {b['baseline']} (same corpus, texts and questions)")
+    for col in ("measure", b["configured"], b["baseline"], "configured / baseline or difference"):
+        table.add_column(col, justify="right")
+    for name, s in b.get("speed", {}).items():
+        table.add_row(f"{name} per s ({s['texts']}, ~{s['mean_chars']:.0f} chars)", _num(s["texts_per_s"], 1),
+                      _num(s["baseline_texts_per_s"], 1), f"time × {_num(s['time_ratio'], 3)}")
+    for score, label in (("ndcg", f"dense nDCG@{k}"), ("mrr", f"dense MRR@{k}"), ("hit_rate", f"dense hit@{k}")):
+        mine, theirs = b["dense"]["configured"].get(score), b["dense"]["baseline"].get(score)
+        if mine is not None and theirs is not None:
+            table.add_row(label, _num(mine), _num(theirs), f"{b['dense']['delta'][score]:+.4f}")
+    if "cosine" in b:
+        table.add_row("cosine of vectors", "", "", f"min {_num(b['cosine']['min'])}, mean {_num(b['cosine']['mean'])}")
+    out().print(table)
 
 
 def render_flips(flips: dict, title: str = "") -> None:
