@@ -51,6 +51,9 @@ def _isolated(tmp_path, monkeypatch):
     for var in list(os.environ):
         if var.startswith("RAGCLI_") or var in _CLEARED:
             monkeypatch.delenv(var, raising=False)
+    # The default window precision (auto) depends on the CPU (bf16 where it is native): the suite runs
+    # the same everywhere with the embedder's own precision; tests/test_precision.py covers the others.
+    monkeypatch.setenv("RAGCLI_WINDOW_PRECISION", "same")
     # The semantic splitter's window vectors persist between ingests; per test, so counts never depend
     # on which tests ran before (and the shared models folder stays read-only).
     monkeypatch.setenv("RAGCLI_WINDOW_CACHE", str(tmp_path / "window-cache"))
