@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 def _retrieve(args: argparse.Namespace) -> list[dict]:
     index_dir = args.index_dir or Path(tempfile.mkdtemp(prefix="ragcli-fusion-")) / "index"
     env = {**os.environ, "RAGCLI_INDEX_DIR": str(index_dir), "RAGCLI_SPLITTER": args.splitter}
-    if not (index_dir / "manifest.json").exists():
+    if not (index_dir / "CURRENT").exists():
         subprocess.run([sys.executable, "-m", "ragcli", "ingest", str(args.corpus)], env=env, check=True,
                        stdout=subprocess.DEVNULL)
 
@@ -56,7 +56,7 @@ def _retrieve(args: argparse.Namespace) -> list[dict]:
     assert retriever.embedder is not None
     qa = load_qa(args.qa)
     lists = []
-    for row in qa:
+    for row in qa.rows:
         vector = retriever.embedder.embed_query(row.question)
         dense = retriever.target.search("dense", args.depth, vector=vector)
         sparse = retriever.target.search("bm25", args.depth, text=row.question)
