@@ -31,8 +31,13 @@ def _sample(texts: list[str], n: int = SAMPLE) -> list[str]:
     return [texts[int(i * step)] for i in range(n)]
 
 
-def _speed(configured: Any, baseline: Any, texts: list[str], pairs: int, timed_pairs: Callable[..., Any]) -> dict[str, Any]:
-    timed = timed_pairs(lambda: configured.embed_documents(texts), lambda: baseline.embed_documents(texts), pairs)
+def _speed(configured: Any, baseline: Any, texts: list[str], pairs: int,
+           timed_pairs: Callable[..., Any]) -> tuple[dict[str, Any], tuple[Any, Any]]:
+    """The timing of `texts` on both embedders, and the vectors each gave in the last round (the
+    agreement is measured on those: nothing is embedded again for it)."""
+    last: dict[str, Any] = {}
+    timed = timed_pairs(lambda: last.__setitem__("a", configured.embed_documents(texts)),
+                        lambda: last.__setitem__("b", baseline.embed_documents(texts)), pairs)
     return {
         "texts": len(texts),
         "mean_chars": sum(map(len, texts)) / len(texts),
@@ -41,15 +46,16 @@ def _speed(configured: Any, baseline: Any, texts: list[str], pairs: int, timed_p
         "pairs": pairs,
         "texts_per_s": len(texts) / timed["seconds"] if timed["seconds"] else None,
         "baseline_texts_per_s": len(texts) / timed["baseline_seconds"] if timed["baseline_seconds"] else None,
-    }
+    }, (last["a"], last["b"])
 
 
-def _cosine(configured: Any, baseline: Any, texts: list[str]) -> dict[str, float]:
+def _cosine(pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+    """Cosine of each text's two vectors (both backends return L2-normalised vectors)."""
     import numpy as np
 
-    a = np.asarray(configured.embed_documents(texts), dtype=np.float64)
-    b = np.asarray(baseline.embed_documents(texts), dtype=np.float64)
-    cos = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(1e-12)
+    a = np.concatenate([np.asarray(x, dtype=np.float64) for x, _ in pairs])
+    b = np.concatenate([np.asarray(y, dtype=np.float64) for _, y in pairs])
+    cos = (a * b).sum(axis=1)
     return {"min": float(cos.min()), "mean": float(cos.mean())}
 
 
@@ -68,12 +74,13 @@ def compare_backend(settings: Settings, report: dict[str, Any], *, baseline: str
     questions = [row.question for row in qa.rows]
     texts = {"chunks": _sample(chunk_texts), "questions": _sample(questions)}
     out: dict[str, Any] = {"configured": settings.embed_backend, "baseline": baseline, "speed": {}}
+    vectors = []
     for name, sample in texts.items():
         if sample:
-            out["speed"][name] = _speed(embedder, other, sample, pairs, timed_pairs)
-    agree = texts["chunks"] + texts["questions"]
-    if agree:
-        out["cosine"] = _cosine(embedder, other, agree)
+            out["speed"][name], pair = _speed(embedder, other, sample, pairs, timed_pairs)
+            vectors.append(pair)
+    if vectors:
+        out["cosine"] = _cosine(vectors)
     theirs = run(other_settings, qa_path=qa_path, qa=qa, corpus=corpus, modes=("dense",), k=k, answers=False,
                    startup=False, speed=False, embedder=other, progress=progress, compare_backend=None)
     mine = report.get("retrieval", {}).get("dense", {})

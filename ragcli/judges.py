@@ -180,10 +180,10 @@ def load_reranker(settings: Settings) -> CrossEncoder | LateInteractionReranker:
     cross-encoder, or a late-interaction multi-vector model (scored by MaxSim)."""
     name = str(settings.rerank_model)
     resolved = resolve_model(name, settings.models_dir, role="reranker")
-    if late_interaction_type(resolved.path):
-        with _LOCK:
+    with _LOCK:
+        if late_interaction_type(resolved.path):
             return _load_late(str(resolved.path), name, resolved.revision)
-    encoder = _resolved(name, settings, "reranker")
+        encoder = _load(str(resolved.path), name, resolved.revision, "reranker")
     if encoder._model.config.num_labels != 1:
         raise ModelLoadError(f"The reranker {encoder.model_id} has {encoder._model.config.num_labels} outputs; a "
                              "reranking cross-encoder has one (a relevance score), e.g. cross-encoder/ms-marco-MiniLM-L6-v2.")

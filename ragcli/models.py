@@ -143,10 +143,8 @@ class Embedder:
         return contextlib.nullcontext()
 
     def in_precision(self, quantization: str) -> Embedder:
-        """This torch model computing in another precision ("bf16" or "none"): the same loaded weights,
-        counters of its own."""
-        if self.backend != "torch":
-            raise ValueError(f"{quantization} autocast needs the torch backend, not {self.backend}")
+        """This torch model computing in another precision ("bf16"): the same loaded weights, counters
+        of its own."""
         return dataclasses.replace(self, quantization=quantization, texts_embedded=0, calls=0)
 
     # -- token accounting ---------------------------------------------------------------------
@@ -459,8 +457,11 @@ def native_bf16() -> bool:
 
 def window_precision(settings: Settings, embedder: Embedder) -> str:
     """The precision the semantic splitter's window vectors are computed in: "bf16", "int8" or "same"
-    (the embedder's own). `RAGCLI_WINDOW_PRECISION=auto` (the default) means bf16 where the embedder is
-    torch fp32 and the CPU has native bf16, the embedder's own precision otherwise."""
+    (the embedder's own); "" where no window is embedded (another splitter or vector mode).
+    `RAGCLI_WINDOW_PRECISION=auto` (the default) means bf16 where the embedder is torch fp32 and the
+    CPU has native bf16, the embedder's own precision otherwise."""
+    if settings.splitter != "semantic" or settings.semantic_vectors != "window":
+        return ""
     wanted = settings.window_precision
     if wanted == "auto":
         return "bf16" if (embedder.backend, embedder.quantization) == ("torch", "none") and native_bf16() else "same"
@@ -472,23 +473,20 @@ def window_precision(settings: Settings, embedder: Embedder) -> str:
 def window_embedder_for(settings: Settings, embedder: Embedder) -> Embedder:
     """The embedder of the semantic splitter's window vectors. The windows only decide where chunks
     break, by comparing neighbours, so they may be computed in reduced precision (`window_precision`):
-    bf16 autocast of the same torch model, or the int8 ONNX copy of the model (exported and cached
-    once, like `--embed-backend onnx-int8`). The chunks themselves are always embedded by `embedder`."""
-    if settings.splitter != "semantic" or settings.semantic_vectors != "window":
-        return embedder
+    bf16 autocast of the same torch model (`--embed-backend torch-bf16`), or the int8 ONNX copy of the
+    model (`--embed-backend onnx-int8`, exported and cached once), each loaded once per process. The
+    chunks themselves are always embedded by `embedder`."""
     precision = window_precision(settings, embedder)
-    if precision == "bf16":
-        if embedder.backend != "torch":
-            from ragcli.errors import UsageError
+    if precision not in ("bf16", "int8"):
+        return embedder
+    if precision == "bf16" and embedder.backend != "torch":
+        from ragcli.errors import UsageError
 
-            raise UsageError(f"RAGCLI_WINDOW_PRECISION=bf16 needs the torch embedding backend, not "
-                             f"{embedder.backend}; use auto or same.")
-        return embedder.in_precision("bf16")
-    if precision == "int8":
-        with _LOCK:
-            return _load_embedder(str(embedder.path), embedder.model_id, embedder.revision, embedder.batch_size,
-                                  "onnx-int8", str(settings.models_dir))
-    return embedder
+        raise UsageError(f"RAGCLI_WINDOW_PRECISION=bf16 needs the torch embedding backend, not "
+                         f"{embedder.backend}; use auto or same.")
+    with _LOCK:
+        return _load_embedder(str(embedder.path), embedder.model_id, embedder.revision, embedder.batch_size,
+                              "torch-bf16" if precision == "bf16" else "onnx-int8", str(settings.models_dir))
 
 
 def embedding_backend(settings: Settings, embedder: Embedder | None = None) -> tuple[str, str]:

@@ -373,8 +373,7 @@ class _Planner:
             from ragcli.splitting import Splitter, window_cache_for
 
             windows = window_embedder_for(self.settings, self.get_embedder())
-            if split_settings.kind == "semantic" and split_settings.vectors == "window":
-                self.report.window_precision = window_precision(self.settings, self.get_embedder())
+            self.report.window_precision = window_precision(self.settings, self.get_embedder())
             if windows is not self.get_embedder():
                 self.window_embedder, self._window_before = windows, windows.texts_embedded
             self.window_cache = window_cache_for(self.settings, windows)

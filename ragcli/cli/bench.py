@@ -74,7 +74,7 @@ def command(
     top_k: TopKOpt = None,
     embed_model: EmbedModelOpt = None,
     embed_backend: EmbedBackendOpt = None,
-    compare_backend: Annotated[str | None, typer.Option("--compare-backend", help="Also run this embedding backend (torch, onnx, onnx-int8) on the same corpus and texts and report both side by side: embedding time ratio on chunks and questions, cosine of their vectors, dense nDCG/MRR/hit-rate difference. Needs --corpus (or a BEIR QA set). E.g. --embed-backend onnx-int8 --compare-backend torch.", show_default=False)] = None,
+    compare_backend: Annotated[str | None, typer.Option("--compare-backend", help="Also run this embedding backend (torch, torch-bf16, onnx, onnx-int8) on the same corpus and texts and report both side by side: embedding time ratio on chunks and questions, cosine of their vectors, dense nDCG/MRR/hit-rate difference. Needs --corpus (or a BEIR QA set). E.g. --embed-backend onnx-int8 --compare-backend torch.", show_default=False)] = None,
     rerank: RerankOpt = None,
     rerank_depth: RerankDepthOpt = None,
     faithfulness: FaithfulnessOpt = None,
