@@ -305,6 +305,8 @@ def _bench_retrieval(qa: list[QARow], retriever: Any, mode: str, k: int, setting
     out: dict[str, Any] = {name: M.mean(v) for name, v in values.items() if v}
     out["evidence_rows"] = len(values["evidence_hit"])
     out["latency_ms"] = {stage: M.percentiles(s) for stage, s in stage_samples.items()}
+    if mode == "hybrid":
+        out["fusion"] = retriever.fusion_info(settings.fusion, settings.hybrid_alpha)  # what was applied
     out["per_question"] = per_q
     return out, all_hits
 
@@ -486,6 +488,7 @@ def fingerprint(settings: Settings, qa: QASet, report: dict[str, Any], modes: tu
             json.dumps(templates, sort_keys=True).encode()).hexdigest()},
         "splitter": index.get("splitter"),
         "retrieval": {"k": report["k"], "modes": list(modes), "fusion": settings.fusion, "alpha": settings.hybrid_alpha,
+                      "fusion_applied": (report.get("retrieval", {}).get("hybrid") or {}).get("fusion"),
                       "answer_mode": answer_mode, "max_new_tokens": settings.max_new_tokens,
                       "rerank_model": settings.rerank_model, "rerank_depth": settings.rerank_depth,
                       "faithfulness_model": settings.faithfulness_model},

@@ -375,6 +375,17 @@ def test_beir_set_and_retrieval_only_jsonl_score_end_to_end(cli, model_env, docs
 @pytest.mark.slow
 def test_calibrate_fusion_records_alpha_that_query_then_uses(cli, model_env, docs, tmp_path):
     assert cli("ingest", docs, "--quiet").exit_code == 0
+
+    def bench_hybrid(name: str):
+        run = cli("bench", "--qa", docs / "qa.jsonl", "--modes", "hybrid", "--no-answers", "--no-startup",
+                  "--pairs", "1", "--quiet", "--json", tmp_path / name)
+        assert run.exit_code == 0, run.output
+        return run, json.loads((tmp_path / name).read_text())
+
+    # Uncalibrated, the default fusion is RRF; bench says so, and how to record a weight.
+    plain, report = bench_hybrid("plain.json")
+    assert report["retrieval"]["hybrid"]["fusion"] == {"fusion": "adaptive", "applied": "rrf", "alpha": None}
+    assert "no fusion weight is recorded" in plain.stdout and "--calibrate-fusion" in plain.stdout
     out = tmp_path / "fusion.json"
     result = cli("bench", "--calibrate-fusion", "--qa", docs / "qa.jsonl", "--json", out)
     assert result.exit_code == 0, result.output
@@ -388,5 +399,11 @@ def test_calibrate_fusion_records_alpha_that_query_then_uses(cli, model_env, doc
     assert answer.exit_code == 0, answer.output
     assert answer.json()["fusion"] == {**answer.json()["fusion"], "fusion": "adaptive", "applied": "weighted",
                                        "alpha": record["alpha"]}
+    # bench applies it too, and its fingerprint records the weight applied (a new record changes results).
+    tuned, report = bench_hybrid("tuned.json")
+    applied = report["retrieval"]["hybrid"]["fusion"]
+    assert applied["applied"] == "weighted" and applied["alpha"] == record["alpha"]
+    assert report["fingerprint"]["retrieval"]["fusion_applied"] == applied
+    assert "no fusion weight is recorded" not in tuned.stdout
     refused = cli("bench", "--calibrate-fusion", "--qa", docs / "qa.jsonl", "--corpus", docs)
     assert refused.exit_code == 2 and "--calibrate-fusion" in refused.stderr

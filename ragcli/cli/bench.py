@@ -252,6 +252,11 @@ def render(report: dict) -> None:
         table.add_row(mode, _num(r["hit_rate"]), _num(r["recall"]), _num(r["mrr"]), _num(r["ndcg"]),
                       _num(r.get("evidence_hit")), _num(lat.get("p50"), 2), _num(lat.get("p95"), 2))
     console.print(table)
+    fusion = (report.get("retrieval", {}).get("hybrid") or {}).get("fusion") or {}
+    if fusion.get("fusion") == "adaptive" and fusion.get("applied") == "rrf":
+        console.print("hybrid: no fusion weight is recorded for this index, so it used equal-weight RRF, which can "
+                      "fall well below the better single mode; `ragcli bench --calibrate-fusion --qa FILE` "
+                      "records one", highlight=False)
     if qa and qa.get("with_evidence", 0) < report["questions"]:
         console.print(f"evidence: scored on the {qa.get('with_evidence', 0)} question(s) that have evidence",
                       highlight=False)
