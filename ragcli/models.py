@@ -546,14 +546,16 @@ class Generator:
 
     def _render(self, prompt: str | Prompt) -> str:
         """The text the tokenizer sees: chat messages through the chat template (a plain text becomes one
-        user message there), anything else as it is."""
+        user message there), then the prompt's answer prefix, which opens the assistant turn; anything
+        else as it is."""
         if not (self.kind == "causal" and self.chat_template):
             return prompt.flat() if isinstance(prompt, Prompt) else prompt
         if isinstance(prompt, Prompt) and prompt.messages:
             messages = prompt.chat_messages()
         else:
             messages = [{"role": "user", "content": prompt.flat() if isinstance(prompt, Prompt) else prompt}]
-        return str(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        text = str(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        return text + (prompt.answer_prefix if isinstance(prompt, Prompt) else "")
 
     @property
     def _add_special_tokens(self) -> bool:

@@ -1,16 +1,20 @@
-"""Answers of a chat generator with and without context, before and after the chat prompt (issue 17).
+"""Answers of a chat generator with and without context, under three prompts (issue 17).
 
-"before" is how ragcli prompted every generator until now: the seq2seq text ending in `Answer:`, sent
-as one user message through the chat template, no stop sequences. "after" is `ragcli.prompts`' chat
-template (system rules, user passages and question, stop sequences). Same retrieved passages, same greedy
-decoding, same max_new_tokens. Reports exact match, token F1, contained, token recall, how many answers
-were cut, and their length in tokens.
+- "before": how ragcli prompted every generator at first: the seq2seq text ending in `Answer:`, sent as
+  one user message through the chat template, no stop sequences.
+- "plain": the chat template without its answer prefix and without the first-sentence stop (system rules,
+  user passages and question, the other stop sequences): ragcli's chat prompt before both were added.
+- "after": `ragcli.prompts`' chat template as it is now.
+
+Same retrieved passages, same greedy decoding, same max_new_tokens. Reports exact match, token F1,
+contained, token recall, how many answers were cut, and their length in tokens.
 
 The generator is a folder with a GGUF file (loaded here with transformers' gguf support, for this
 measurement only) or a Hugging Face model folder; retrieval uses an index built by `ragcli ingest`.
 
     RAGCLI_EMBED_MODEL=/path/to/all-MiniLM-L6-v2 RAGCLI_INDEX_DIR=/tmp/idx \\
-        python scripts/measure_answers.py sample_docs/qa.jsonl --gen DIR [--gguf FILE] [--max-new-tokens 64]
+        python scripts/measure_answers.py sample_docs/qa.jsonl --gen DIR [--gguf FILE] [--max-new-tokens 64] \\
+        [--cases plain,after]
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", default="dense")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--cases", default="before,plain,after", help="which prompts, comma-separated")
     ap.add_argument("--rows", type=Path, help="write every answer here (JSON Lines)")
     ap.add_argument("--summarise", action="store_true", help="only summarise the --rows file of an earlier run")
     args = ap.parse_args(argv)
@@ -61,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings({})
     retriever = open_retriever(settings, mode=args.mode)
     gen = _generator(args.gen, args.gguf, args.max_new_tokens)
+    import dataclasses
+
     old = prompts.TEMPLATES["seq2seq"]
-    qa = load_qa(args.qa)[: args.limit]
+    chat = prompts.TEMPLATES["chat"]
+    plain = dataclasses.replace(chat, name="plain", answer_prefix="",
+                                stop=tuple(s for s in chat.stop if s != prompts.SENTENCE_END))
+    wanted = set(args.cases.split(","))
+    qa = load_qa(args.qa).rows[: args.limit]
     rows = []
     sink = args.rows.open("w", encoding="utf-8") if args.rows else None
     for n, row in enumerate(qa, 1):
@@ -72,10 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         cases = {
             "before/context": old.context.format(passages=passages, question=row.question),
             "before/bare": old.bare.format(question=row.question),
+            "plain/context": prompts.context_prompt(plain, passages, row.question),
+            "plain/bare": prompts.bare_prompt(plain, row.question),
             "after/context": plan.prompt,
             "after/bare": bare_prompt(row.question, gen),
         }
         for case, prompt in cases.items():
+            if case.split("/")[0] not in wanted:
+                continue
             out = gen.generate(prompt, args.max_new_tokens)
             rec = {"id": row.id, "case": case, "answer": out.text, "cut": out.cut, "tokens": out.tokens,
                    "reference": row.answers, "exact_match": M.exact_match(out.text, row.answers),

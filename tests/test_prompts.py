@@ -3,6 +3,8 @@ whose tokenizer has a chat template) and the tiny T5."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from conftest import CAUSAL
 
@@ -45,12 +47,44 @@ def test_stop_text_shows_exactly_the_cut_text_whatever_the_pieces(text, size):
     assert "".join(shown) == cut and filt.hit == hit
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("It is kept for 240 hours. Vacuum removes it later.", ("It is kept for 240 hours.", True)),
+    ("Kept for 240 hours.\nAfter that, vacuum.", ("Kept for 240 hours.", True)),
+    ("Is it? Yes.", ("Is it?", True)),
+    ('He said "no." Then left.', ('He said "no."', True)),
+    ("Version 3.5 keeps them, e.g. for audits. Then", ("Version 3.5 keeps them, e.g. for audits.", True)),
+    ("J. Rivera and the U.S. team own it. Ask them.", ("J. Rivera and the U.S. team own it.", True)),
+    ("1. Open the table. 2. Vacuum it.", ("1. Open the table.", True)),
+    ("It opens at 10:00.", ("It opens at 10:00.", False)),  # no whitespace after the mark: not known yet
+    ("  . A mark before any text", ("  . A mark before any text", False)),
+    ("240 hours", ("240 hours", False)),
+])
+def test_chat_answers_end_after_their_first_sentence(text, expected):
+    assert cut_at_stop(text, prompts.CHAT_STOPS) == expected
+    assert not cut_at_stop(text, prompts.CAUSAL_STOPS)[1]  # the completion template has no sentence rule
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+@pytest.mark.parametrize("text", ["Kept 240 hours. Then more.", "See e.g. the docs. And", "No end here",
+                                  "Ends.\nQuestion: x", "Q? A"])
+def test_stop_text_with_the_sentence_rule_shows_exactly_the_cut_text(text, size):
+    filt = StopText(prompts.CHAT_STOPS)
+    shown = [filt.feed(text[i:i + size]) for i in range(0, len(text), size)]
+    shown.append(filt.finish())
+    cut, hit = cut_at_stop(text, prompts.CHAT_STOPS)
+    assert "".join(shown) == cut and filt.hit == hit
+    assert prompts.SENTENCE_END not in "".join(shown)
+
+
 def test_templates_are_data_with_a_hash_that_changes_with_the_text():
     chat = prompts.TEMPLATES["chat"].as_dict()
     seq = prompts.TEMPLATES["seq2seq"].as_dict()
     assert {"name", "context", "bare", "system", "stop", "sha256"} <= set(chat)
     assert chat["name"] == "chat" and seq["name"] == "seq2seq" and chat["sha256"] != seq["sha256"]
     assert seq["stop"] == [] and "\nQuestion:" in chat["stop"]
+    assert chat["answer_prefix"] == prompts.CHAT_ANSWER_PREFIX and seq["answer_prefix"] == ""
+    changed = dataclasses.replace(prompts.TEMPLATES["chat"], answer_prefix="Answer:").as_dict()
+    assert changed["sha256"] != chat["sha256"]
 
 
 def test_token_recall_ignores_the_sentence_around_the_answer():
@@ -97,10 +131,13 @@ def test_chat_prompt_has_the_rules_in_the_system_message_and_no_trailing_cue(cha
     assert plan.prompt.stop == prompts.CHAT_STOPS and "\n\n" in plan.prompt.stop
     rendered = chat_gen._render(plan.prompt)
     assert rendered.index("<|system|>") < rendered.index("<|user|>") < rendered.index("240 hours")
-    assert rendered.endswith("<|assistant|>\n")  # the template's own generation prompt opens the answer
+    # The template's own generation prompt opens the assistant turn, which starts with the answer prefix.
+    assert rendered.endswith("<|assistant|>\n" + prompts.CHAT_ANSWER_PREFIX)
+    assert plan.prompt.answer_prefix == prompts.CHAT_ANSWER_PREFIX
     assert plan.tokens == chat_gen.count_tokens(plan.prompt) <= chat_gen.max_input_tokens
     bare = bare_prompt(QUESTION, chat_gen)
     assert [r for r, _ in bare.messages] == ["system", "user"] and "Answer:" not in bare.messages[1][1]
+    assert chat_gen._render(bare).endswith(prompts.CHAT_ANSWER_PREFIX)
     assert prompts.prompt_template(chat_gen)["name"] == "chat"
 
 
@@ -152,6 +189,19 @@ def test_a_stop_sequence_ends_the_generation_and_is_cut_off(chat_gen, monkeypatc
     stopped = chat_gen.generate(Prompt(messages=(("user", "x"),), stop=(" question",)), 30)
     assert stopped.text == "apple is big" and not stopped.cut
     assert stopped.new_tokens == 4 and stopped.tokens == 3  # ended right after the stop word; it is not kept
+
+
+def test_a_chat_answer_ends_after_its_first_sentence_and_keeps_the_prefix_out(chat_gen, monkeypatch):
+    from ragcli.query import build_prompt
+
+    _force(chat_gen, monkeypatch, ["apple", "is", "big", ".", "what", "is", "the", "answer"])
+    plan = build_prompt(QUESTION, HITS, chat_gen)
+    out = chat_gen.generate(plan.prompt, 30)
+    # Generation ended as soon as a second sentence began ("what"), not at the end token.
+    assert out.text == "apple is big." and not out.cut and out.new_tokens == 5
+    assert "answer is" not in out.text  # the prefix belongs to the prompt
+    stream = chat_gen.stream(plan.prompt, 30)
+    assert "".join(stream) == "apple is big." and stream.completion == out
 
 
 def test_streaming_stops_at_the_same_place_and_never_shows_the_stop(chat_gen, monkeypatch):
