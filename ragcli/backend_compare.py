@@ -35,9 +35,15 @@ def _speed(configured: Any, baseline: Any, texts: list[str], pairs: int,
            timed_pairs: Callable[..., Any]) -> tuple[dict[str, Any], tuple[Any, Any]]:
     """The timing of `texts` on both embedders, and the vectors each gave in the last round (the
     agreement is measured on those: nothing is embedded again for it)."""
-    last: dict[str, Any] = {}
-    timed = timed_pairs(lambda: last.__setitem__("a", configured.embed_documents(texts)),
-                        lambda: last.__setitem__("b", baseline.embed_documents(texts)), pairs)
+    last: list[Any] = [None, None]
+
+    def mine() -> None:
+        last[0] = configured.embed_documents(texts)
+
+    def theirs() -> None:
+        last[1] = baseline.embed_documents(texts)
+
+    timed = timed_pairs(mine, theirs, pairs)
     return {
         "texts": len(texts),
         "mean_chars": sum(map(len, texts)) / len(texts),
@@ -46,7 +52,7 @@ def _speed(configured: Any, baseline: Any, texts: list[str], pairs: int,
         "pairs": pairs,
         "texts_per_s": len(texts) / timed["seconds"] if timed["seconds"] else None,
         "baseline_texts_per_s": len(texts) / timed["baseline_seconds"] if timed["baseline_seconds"] else None,
-    }, (last["a"], last["b"])
+    }, (last[0], last[1])
 
 
 def _cosine(pairs: list[tuple[Any, Any]]) -> dict[str, float]:

@@ -159,6 +159,8 @@ _ABBREVIATIONS = frozenset({"e.g", "i.e", "etc", "vs", "cf", "al", "approx", "ca
                             "prof", "jr", "sr", "inc", "ltd", "corp", "dept", "incl", "esp"})
 _SENTENCE_MARK = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)")
 _WORD_BEFORE = re.compile(r"([\w.]*)$")
+_INITIALS = re.compile(r"(?:[^\W\d_]\.)*[^\W\d_]")  # "j", "u.s"
+_LIST_NUMBER = re.compile(r"\s*\d+")
 
 
 def _sentence_end(text: str, start: int) -> int:
@@ -168,10 +170,10 @@ def _sentence_end(text: str, start: int) -> int:
     for mark in _SENTENCE_MARK.finditer(text, start):
         if text[mark.start()] == ".":
             word = _WORD_BEFORE.search(text, start, mark.start()).group(1).lower()
-            if word.rstrip(".") in _ABBREVIATIONS or re.fullmatch(r"(?:[^\W\d_]\.)*[^\W\d_]", word):
+            if word.rstrip(".") in _ABBREVIATIONS or _INITIALS.fullmatch(word):
                 continue  # e.g. / etc. / "J." / "U.S."
             line_start = max(start, text.rfind("\n", start, mark.start()) + 1)
-            if re.fullmatch(r"\s*\d+", text[line_start:mark.start()]):
+            if _LIST_NUMBER.fullmatch(text, line_start, mark.start()):
                 continue  # "1. " opening a numbered line
         if not text[start:mark.start()].strip():
             continue  # no sentence before the mark
